@@ -1,0 +1,137 @@
+"""ShardReader: reads tensors named in a manifest from a Store, checking what it reads.
+
+Before the first read from a shard it checks the file's size against the manifest and that the
+shard's own header agrees with the manifest (names, dtypes, shapes, byte ranges) — one bounded
+header read per shard. With ``verify=True`` every shard is read whole and its sha256 checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._dtypes import numpy_dtype, torch_dtype
+from ._errors import FormatError, IntegrityError, NotFoundError
+from ._manifest import FileEntry, Manifest, TensorEntry
+from ._shards import read_header
+from ._store import Store
+
+__all__ = ["ShardReader", "allocate", "FRAMEWORKS"]
+
+FRAMEWORKS = {"pt": "pt", "torch": "pt", "np": "np", "numpy": "np"}
+
+
+def normalize_framework(framework: str) -> str:
+    try:
+        return FRAMEWORKS[framework]
+    except (KeyError, TypeError):
+        raise FormatError(f"framework must be 'pt' or 'np', got {framework!r}") from None
+
+
+def allocate(entry: TensorEntry, framework: str) -> tuple[Any, memoryview]:
+    """An empty tensor for ``entry`` and a writable byte view of its memory."""
+    if framework == "pt":
+        import torch
+
+        t = torch.empty(entry.shape, dtype=torch_dtype(entry.dtype))
+        return t, memoryview(t.reshape(-1).view(torch.uint8).numpy())
+    import numpy as np
+
+    arr = np.empty(entry.shape, dtype=numpy_dtype(entry.dtype))
+    return arr, memoryview(arr.reshape(-1).view(np.uint8))
+
+
+def _entries_by_file(manifest: Manifest) -> dict[str, list[TensorEntry]]:
+    by_file: dict[str, list[TensorEntry]] = defaultdict(list)
+    for t in manifest.tensors:
+        by_file[t.file].append(t)
+    if manifest.optimizer is not None:
+        for s in manifest.optimizer.state:
+            for t in s.tensors.values():
+                by_file[t.file].append(t)
+    return by_file
+
+
+class ShardReader:
+    def __init__(self, store: Store, manifest: Manifest, *, verify: bool = False) -> None:
+        self.store = store
+        self.manifest = manifest
+        self.verify = verify
+        self.files: dict[str, FileEntry] = {f.path: f for f in manifest.files}
+        self._expected = _entries_by_file(manifest)
+        self._checked: set[str] = set()
+
+    def check_shard(self, path: str) -> None:
+        """Size and header agreement with the manifest, once per shard."""
+        if path in self._checked:
+            return
+        recorded = self.files[path]
+        try:
+            size = self.store.size(path)
+        except NotFoundError:
+            raise IntegrityError(f"{path}: listed in the manifest but missing from {self.store.location}",
+                                 [(path, "missing")]) from None
+        if size != recorded.size:
+            raise IntegrityError(f"{path}: {size} bytes on storage, manifest says {recorded.size} "
+                                 f"({'truncated' if size < recorded.size else 'grown'}); run `lamina verify`",
+                                 [(path, "size mismatch")])
+        try:
+            _, found = read_header(lambda a, b: self.store.read(path, a, b), size, path)
+        except FormatError as exc:
+            raise IntegrityError(f"{exc} (the shard does not match the manifest)", [(path, "bad header")]) from None
+        expected = self._expected.get(path, [])
+        for t in expected:
+            got = found.get(t.name)
+            if got is None or (got.dtype, got.shape, got.begin, got.end) != (t.dtype, t.shape, t.begin, t.end):
+                raise IntegrityError(f"{path}: header entry for {t.name!r} disagrees with the manifest",
+                                     [(path, "header mismatch")])
+        if len(found) != len(expected):
+            raise IntegrityError(f"{path}: shard holds {len(found)} tensors, manifest lists {len(expected)}",
+                                 [(path, "header mismatch")])
+        self._checked.add(path)
+
+    def read_file_verified(self, path: str) -> bytes:
+        """A whole file, checked against its recorded size and sha256."""
+        recorded = self.files[path]
+        try:
+            data = self.store.read(path)
+        except NotFoundError:
+            raise IntegrityError(f"{path}: listed in the manifest but missing from {self.store.location}",
+                                 [(path, "missing")]) from None
+        if len(data) != recorded.size or hashlib.sha256(data).hexdigest() != recorded.sha256:
+            raise IntegrityError(f"{path}: content does not match the manifest's sha256; run `lamina verify`",
+                                 [(path, "sha256 mismatch")])
+        return data
+
+    def read(
+        self,
+        entries: Sequence[TensorEntry],
+        framework: str,
+        destination: Callable[[TensorEntry], memoryview | None] = lambda e: None,
+    ) -> dict[str, Any]:
+        """Read entries, grouped by file. ``destination`` may supply a buffer to fill in place
+        (e.g. a module parameter); then the returned dict holds None for that entry."""
+        out: dict[str, Any] = {}
+        by_file: dict[str, list[TensorEntry]] = defaultdict(list)
+        for e in entries:
+            by_file[e.file].append(e)
+        for path, group in by_file.items():
+            self.check_shard(path)
+            ranges = []
+            for e in group:
+                buffer = destination(e)
+                if buffer is None:
+                    out[e.name], buffer = allocate(e, framework)
+                else:
+                    out[e.name] = None
+                if e.nbytes:
+                    ranges.append((e.begin, buffer))
+            if self.verify:
+                data = memoryview(self.read_file_verified(path))
+                for start, buffer in ranges:
+                    buffer[:] = data[start : start + len(buffer)]
+            else:
+                self.store.read_into(path, sorted(ranges, key=lambda r: r[0]))
+        return out

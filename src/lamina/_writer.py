@@ -1,0 +1,220 @@
+"""SnapshotWriter: streams shards and files into a temporary directory beside the target, writes the
+manifest last, then moves the directory into place atomically.
+
+A killed save leaves at most a hidden ``.<name>.lamina-tmp-<pid>-<hex>`` sibling (swept by the next
+save to the same target once its process is gone); the target is either the previous snapshot,
+the new one, or — only between the two renames of the non-Linux fallback — absent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ._errors import ExistsError, FormatError, LaminaError
+from ._manifest import FileEntry, Manifest, TensorEntry
+from ._manifest_codec import MANIFEST_NAME, encode_manifest
+from ._naming import check_relative_path, encode_layer
+from ._shards import plan_shard
+from ._tensors import TensorSource
+
+__all__ = ["SnapshotWriter", "INDEX_NAME", "WEIGHTS_DIR", "OPTIMIZER_DIR", "RESERVED_TOP_LEVEL"]
+
+INDEX_NAME = "model.safetensors.index.json"
+WEIGHTS_DIR = "weights"
+OPTIMIZER_DIR = "optimizer"
+RESERVED_TOP_LEVEL = frozenset({MANIFEST_NAME, INDEX_NAME, WEIGHTS_DIR, OPTIMIZER_DIR})
+_CHUNK = 64 << 20  # bounds each write() call; also the unit handed to the hashing thread
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux renameat2(RENAME_EXCHANGE); False if unavailable."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SnapshotWriter:
+    """Write one snapshot directory atomically. Use as a context manager; call ``commit`` last.
+
+    Args:
+        target: the snapshot directory to create (or replace, with ``overwrite``).
+        overwrite: replace an existing snapshot (an empty directory also counts); any other
+            existing path is refused, so a typo cannot delete unrelated data.
+        durable: fsync files and directories before the commit, so a power loss cannot leave a
+            manifest that points at unwritten data.
+    """
+
+    def __init__(self, target: str | os.PathLike[str], *, overwrite: bool = False, durable: bool = True) -> None:
+        self.target = Path(target).absolute()
+        self.overwrite = overwrite
+        self.durable = durable
+        self.files: list[FileEntry] = []
+        self._tmp: Path | None = None
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-hash")
+
+    # -------------------------------------------------------------------------- lifecycle
+    def __enter__(self) -> SnapshotWriter:
+        self._check_target()
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self._sweep_stale()
+        self._tmp = self.target.parent / f".{self.target.name}.lamina-tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        self._tmp.mkdir()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hasher.shutdown(wait=True)
+        if self._tmp is not None and self._tmp.exists():
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _check_target(self) -> None:
+        t = self.target
+        if not (t.exists() or t.is_symlink()):
+            return
+        if not self.overwrite:
+            raise ExistsError(f"{t} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+        if not t.is_dir() or t.is_symlink() or (any(t.iterdir()) and not (t / MANIFEST_NAME).is_file()):
+            raise ExistsError(f"{t} exists and is not a lamina snapshot; refusing to replace it")
+
+    def _sweep_stale(self) -> None:
+        """Remove temp/trash siblings left by killed saves of the same target."""
+        for prefix in (f".{self.target.name}.lamina-tmp-", f".{self.target.name}.lamina-old-"):
+            for stale in self.target.parent.glob(prefix + "*"):
+                pid = stale.name[len(prefix):].split("-", 1)[0]
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    shutil.rmtree(stale, ignore_errors=True)
+
+    # -------------------------------------------------------------------------- content
+    def _dest(self, relpath: str) -> Path:
+        assert self._tmp is not None, "use SnapshotWriter as a context manager"
+        dest = self._tmp / relpath
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return dest
+
+    def _stream(self, relpath: str, chunks: Iterable[memoryview | bytes], role: str) -> FileEntry:
+        """Write chunks to relpath while a second thread hashes them (both release the GIL)."""
+        sha = hashlib.sha256()
+        size = 0
+        with open(self._dest(relpath), "wb", buffering=0) as f:
+            pending = None
+            for chunk in chunks:
+                view = memoryview(chunk).cast("B")
+                for start in range(0, len(view), _CHUNK):
+                    piece = view[start : start + _CHUNK]
+                    if pending is not None:
+                        pending.result()
+                    pending = self._hasher.submit(sha.update, piece)
+                    written = 0
+                    while written < len(piece):
+                        written += f.write(piece[written:])
+                    size += len(piece)
+            if pending is not None:
+                pending.result()
+            if self.durable:
+                os.fsync(f.fileno())
+        entry = FileEntry(path=relpath, size=size, sha256=sha.hexdigest(), role=role)
+        self.files.append(entry)
+        return entry
+
+    def write_shard(
+        self, directory: str, layer: str, tensors: Sequence[tuple[str, TensorSource]], role: str
+    ) -> list[TensorEntry]:
+        """Write one layer's shard; ``tensors`` are ``(key in shard, source)``. Returns index entries."""
+        relpath = f"{directory}/{encode_layer(layer)}.safetensors"
+        if any(f.path == relpath for f in self.files):
+            raise FormatError(f"two layers map to the shard file {relpath!r}; rename one of them")
+        by_key = dict(tensors)
+        header, entries = plan_shard([(k, s.dtype.code, s.shape) for k, s in tensors])
+        chunks = [header] + [by_key[e.name].buffer() for e in entries if e.nbytes]
+        self._stream(relpath, chunks, role)
+        return [TensorEntry(e.name, layer, relpath, e.dtype, e.shape, e.begin, e.end) for e in entries]
+
+    def write_file(self, relpath: str, data: bytes | os.PathLike[str] | Mapping[str, Any], role: str = "extra") -> None:
+        """Write an extra file: bytes, a path to copy, or a mapping written as JSON."""
+        check_relative_path(relpath, f"files[{relpath!r}]")
+        if role == "extra" and relpath.split("/", 1)[0] in RESERVED_TOP_LEVEL:
+            raise FormatError(f"files[{relpath!r}]: {relpath.split('/', 1)[0]!r} is reserved by the lamina layout")
+        if any(f.path == relpath for f in self.files):
+            raise FormatError(f"files[{relpath!r}]: written twice")
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            self._stream(relpath, [bytes(data)], role)
+        elif isinstance(data, os.PathLike):
+            src = Path(data)
+            if not src.is_file():
+                raise FormatError(f"files[{relpath!r}]: {src} is not a readable file")
+            with open(src, "rb") as f:
+                self._stream(relpath, iter(lambda: f.read(_CHUNK), b""), role)
+        elif isinstance(data, Mapping):
+            text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+            self._stream(relpath, [text.encode("utf-8")], role)
+        else:
+            raise FormatError(f"files[{relpath!r}]: expected bytes, a pathlib.Path or a JSON-able dict, "
+                              f"got {type(data).__name__}")
+
+    # -------------------------------------------------------------------------- commit
+    def commit(self, manifest: Manifest) -> None:
+        """Write the manifest (the commit point) and move the snapshot into place."""
+        assert self._tmp is not None
+        data = encode_manifest(manifest)
+        part = self._tmp / f"{MANIFEST_NAME}.part"
+        with open(part, "wb") as f:
+            f.write(data)
+            if self.durable:
+                f.flush()
+                os.fsync(f.fileno())
+        if self.durable:
+            for sub in (WEIGHTS_DIR, OPTIMIZER_DIR):
+                if (self._tmp / sub).is_dir():
+                    _fsync_dir(self._tmp / sub)
+        os.replace(part, self._tmp / MANIFEST_NAME)
+        if self.durable:
+            _fsync_dir(self._tmp)
+        self._move_into_place()
+        if self.durable:
+            _fsync_dir(self.target.parent)
+
+    def _move_into_place(self) -> None:
+        assert self._tmp is not None
+        target = self.target
+        try:
+            if not (target.exists() or target.is_symlink()):
+                os.rename(self._tmp, target)
+                return
+            if _exchange(self._tmp, target):  # self._tmp now holds the old snapshot
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                return
+            trash = target.parent / f".{target.name}.lamina-old-{os.getpid()}-{secrets.token_hex(4)}"
+            os.rename(target, trash)
+            os.rename(self._tmp, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        except OSError as exc:
+            raise LaminaError(f"could not move the new snapshot into {target}: {exc}") from exc
