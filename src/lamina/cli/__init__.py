@@ -1,1 +1,81 @@
-def main(): raise SystemExit("todo")
+"""The ``lamina`` command line: inspect and verify snapshots."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from .._errors import IntegrityError, LaminaError
+from .._version import __version__
+
+__all__ = ["main", "cli"]
+
+EXIT_INVALID = 1  # verify found bad files
+EXIT_ERROR = 2  # bad input, missing snapshot, usage error
+
+
+def _one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Report lamina errors as one line on stderr with a non-zero exit, never a traceback."""
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LaminaError as exc:
+            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="lamina")
+def cli() -> None:
+    """lamina: per-layer, versioned model snapshots."""
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
+@_one_line_errors
+def inspect(path: str, as_json: bool) -> None:
+    """Show a snapshot's info, training state, layers, optimizer and files (reads the manifest only)."""
+    import lamina
+    from .._summary import summarize
+
+    summary = summarize(lamina.open(path))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    else:
+        from ._render import render_summary
+
+        render_summary(summary)
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@_one_line_errors
+def verify(path: str) -> None:
+    """Check every file's size and sha256 and every shard header against the manifest.
+
+    Exits 0 when everything matches, 1 listing the bad files otherwise.
+    """
+    import lamina
+
+    art = lamina.open(path)
+    try:
+        art.verify()
+    except IntegrityError as exc:
+        for file, why in exc.files:
+            click.echo(f"FAILED {file}: {why}", err=True)
+        click.echo(f"{len(exc.files)} file(s) failed verification in {path}", err=True)
+        sys.exit(EXIT_INVALID)
+    click.echo(f"OK {path}: {len(art.manifest.files)} files verified")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()

@@ -1,0 +1,65 @@
+"""Rich tables for ``lamina inspect``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["render_summary"]
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _pairs(title: str, rows: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows.items():
+        if value not in (None, {}, [], ()):
+            table.add_row(key, str(value))
+    return table
+
+
+def render_summary(s: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(_pairs("Snapshot", {
+        "location": s["location"], "format": s["format_version"],
+        "producer": " ".join(s["producer"].values()),
+        "framework": " ".join(s["framework"].values()) if s["framework"] else None,
+        "tensors": s["tensors"], "parameters": f"{s['parameters']:,}", "size": _bytes(s["total_bytes"]),
+    }))
+    console.print(_pairs("Info", s["info"]))
+    if s["training"]:
+        console.print(_pairs("Training", s["training"]))
+    layers = Table(title="Layers", title_justify="left")
+    for col, justify in (("layer", "left"), ("tensors", "right"), ("parameters", "right"),
+                         ("bytes", "right"), ("dtypes", "left")):
+        layers.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for row in s["layers"]:
+        layers.add_row(row["name"], str(row["tensors"]), f"{row['parameters']:,}", _bytes(row["bytes"]),
+                       ",".join(row["dtypes"]) or "(tied)")
+    console.print(layers)
+    if s["aliases"]:
+        console.print(_pairs("Tied tensors", {k: f"-> {v}" for k, v in s["aliases"].items()}))
+    if s["optimizer"]:
+        o = s["optimizer"]
+        console.print(_pairs("Optimizer", {
+            "class": o["class"], "slots": ", ".join(o["slots"]),
+            "params with state": o["params_with_state"], "state size": _bytes(o["bytes"]),
+            **{f"group {i}": f"{g['params']} params, {g['hyperparameters']}" for i, g in enumerate(o["param_groups"])},
+        }))
+    files = Table(title="Files", title_justify="left")
+    for col in ("path", "role", "size", "sha256"):
+        files.add_column(col, justify="right" if col == "size" else "left")
+    for f in s["files"]:
+        files.add_row(f["path"], f["role"], _bytes(f["size"]), f["sha256"][:16] + "…")
+    console.print(files)
