@@ -184,8 +184,8 @@ def plain_value(value: Any, where: str) -> Any:
         return [plain_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return plain_value(dataclasses.asdict(value), where)
-    item = getattr(value, "item", None)  # numpy scalars, 0-d arrays and one-element torch tensors
-    if callable(item) and getattr(value, "size", 1) in (1, ()) and getattr(value, "ndim", 0) == 0:
+    item = getattr(value, "item", None)  # numpy scalars, 0-d numpy arrays and 0-d torch tensors
+    if callable(item) and getattr(value, "ndim", None) == 0:
         return plain_value(item(), where)
     raise FormatError(f"{where}: {type(value).__name__} cannot be stored in a manifest; "
                       "use numbers, strings, lists and dicts")

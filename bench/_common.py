@@ -1,0 +1,196 @@
+"""Shared pieces of the lamina benchmark: the synthetic transformer, data generation, memory probes.
+
+Imported by ``bench/run.py`` and by the per-measurement subprocess ``bench/_memworker.py``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+DTYPE = torch.bfloat16
+MID_LAYER = "blocks.7.attn.q_proj"  # the layer read by the one-layer benchmark
+
+
+# ----------------------------------------------------------------------------------- the model
+@dataclass(frozen=True)
+class Config:
+    d_model: int = 1024
+    n_blocks: int = 24
+    vocab: int = 32000
+
+    def scaled(self, blocks: float, vocab: float) -> Config:
+        return Config(self.d_model, max(8, round(self.n_blocks * blocks)), max(256, round(self.vocab * vocab)))
+
+    def args(self) -> list[str]:
+        return [f"--d-model={self.d_model}", f"--n-blocks={self.n_blocks}", f"--vocab={self.vocab}"]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Attention(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d, bias=False)
+        self.o_proj = nn.Linear(d, d, bias=False)
+
+
+class MLP(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.up_proj = nn.Linear(d, 4 * d, bias=False)
+        self.down_proj = nn.Linear(4 * d, d, bias=False)
+
+
+class Block(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d)
+        self.attn = Attention(d)
+        self.ln2 = nn.LayerNorm(d)
+        self.mlp = MLP(d)
+
+
+class Transformer(nn.Module):
+    """Weights only (no forward): embedding, n pre-LN blocks, final LayerNorm, untied lm_head."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(cfg.vocab, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg.d_model) for _ in range(cfg.n_blocks))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab, bias=False)
+
+
+def build_module(cfg: Config) -> Transformer:
+    """A bf16 module with resident, zeroed memory (built on meta: no slow random init)."""
+    with torch.device("meta"):
+        module = Transformer(cfg).to(DTYPE)
+    module = module.to_empty(device="cpu")
+    with torch.no_grad():
+        for p in module.parameters():
+            p.zero_()  # touch every page, so loads are not charged for first-touch page faults
+    module.requires_grad_(False)
+    return module
+
+
+def shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        module = Transformer(cfg)
+    return {n: tuple(t.shape) for n, t in module.state_dict().items()}
+
+
+def make_state_dict(cfg: Config, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random bf16 tensors, one independent contiguous allocation each.
+
+    ``torch.randn`` runs at ~0.1 GB/s on this machine, so the data is copied (at a pseudo-random
+    offset per tensor) out of one 64 MiB block of ``randn`` values: incompressible-looking, realistic
+    bf16 bit patterns, and generated at memcpy speed. No benchmarked code path compresses.
+    """
+    g = torch.Generator().manual_seed(seed)
+    pool = torch.randn(32 << 20, dtype=DTYPE, generator=g)
+    n_pool = pool.numel()
+    out = {}
+    for i, (name, shape) in enumerate(shapes(cfg).items()):
+        n = 1
+        for s in shape:
+            n *= s
+        flat = torch.empty(n, dtype=DTYPE)
+        off = (i * 2_654_435_761) % n_pool
+        pos = 0
+        while pos < n:
+            k = min(n - pos, n_pool - off)
+            flat[pos : pos + k].copy_(pool[off : off + k])
+            pos += k
+            off = 0
+        out[name] = flat.view(shape)
+    del pool
+    gc.collect()
+    return out
+
+
+def layer_bytes(sd: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Bytes per lamina layer (default layer function: the name minus its last component)."""
+    out: dict[str, int] = {}
+    for name, t in sd.items():
+        layer = name.rpartition(".")[0] or name
+        out[layer] = out.get(layer, 0) + t.numel() * t.element_size()
+    return out
+
+
+def total_bytes(sd: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in sd.values())
+
+
+# ----------------------------------------------------------------------------------- memory
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def rss() -> int:
+    return _status("VmRSS")
+
+
+def hwm() -> int:
+    return _status("VmHWM")
+
+
+def reset_peak() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+# ----------------------------------------------------------------------------------- timing
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    gc.collect()
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_all(path: str | os.PathLike[str]) -> int:
+    """Read every file under ``path`` once (warms the page cache). Returns bytes read."""
+    paths = [path] if os.path.isfile(path) else [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
+    n = 0
+    buf = bytearray(16 << 20)
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            while k := f.readinto(buf):
+                n += k
+    return n
+
+
+def rm(path: str | os.PathLike[str]) -> None:
+    import shutil
+
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
