@@ -1,0 +1,21 @@
+"""The README's demo runs end to end (what `make demo` does)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import lamina
+
+DEMO = Path(__file__).resolve().parents[1] / "docs" / "examples" / "demo.py"
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, str(DEMO), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "resumed training matches uninterrupted training bit for bit: True" in res.stdout
+    assert "OK " in res.stdout
+    art = lamina.open(tmp_path / "tiny-lm")
+    art.verify()
+    assert art.info.name == "tiny-lm" and art.training.step == 20 and art.optimizer is not None
