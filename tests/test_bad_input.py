@@ -684,5 +684,6 @@ def test_killed_overwrite_leaves_old_or_new(tmp_path):
     proc.stdout.close()
     proc.stderr.close()
     assert _snapshot_value(target) == NEW
+    print("OUTCOMES", duration, outcomes)
     assert siblings(target.parent) == ["snap"], outcomes
     assert any(rc == -signal.SIGKILL for _, rc, _ in outcomes)
