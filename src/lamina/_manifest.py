@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import FormatError
+from ._shards import ShardEntry
 
 __all__ = [
     "FORMAT_NAME",
@@ -76,27 +77,11 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
-class TensorEntry:
-    """A stored tensor: its layer, its file and its absolute byte range ``[begin, end)``."""
+class TensorEntry(ShardEntry):
+    """A stored tensor: a shard entry (absolute byte range ``[begin, end)``) plus its layer and file."""
 
-    name: str
-    layer: str
-    file: str
-    dtype: str
-    shape: tuple[int, ...]
-    begin: int
-    end: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.begin
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+    layer: str = ""
+    file: str = ""
 
 
 @dataclass(frozen=True)

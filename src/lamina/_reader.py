@@ -63,6 +63,10 @@ class ShardReader:
         self._expected = _entries_by_file(manifest)
         self._checked: set[str] = set()
 
+    def _missing(self, path: str) -> IntegrityError:
+        return IntegrityError(f"{path}: listed in the manifest but missing from {self.store.location}",
+                              [(path, "missing")])
+
     def check_shard(self, path: str) -> None:
         """Size and header agreement with the manifest, once per shard."""
         if path in self._checked:
@@ -71,8 +75,7 @@ class ShardReader:
         try:
             size = self.store.size(path)
         except NotFoundError:
-            raise IntegrityError(f"{path}: listed in the manifest but missing from {self.store.location}",
-                                 [(path, "missing")]) from None
+            raise self._missing(path) from None
         if size != recorded.size:
             raise IntegrityError(f"{path}: {size} bytes on storage, manifest says {recorded.size} "
                                  f"({'truncated' if size < recorded.size else 'grown'}); run `lamina verify`",
@@ -98,8 +101,7 @@ class ShardReader:
         try:
             data = self.store.read(path)
         except NotFoundError:
-            raise IntegrityError(f"{path}: listed in the manifest but missing from {self.store.location}",
-                                 [(path, "missing")]) from None
+            raise self._missing(path) from None
         if len(data) != recorded.size or hashlib.sha256(data).hexdigest() != recorded.sha256:
             raise IntegrityError(f"{path}: content does not match the manifest's sha256; run `lamina verify`",
                                  [(path, "sha256 mismatch")])

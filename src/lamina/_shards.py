@@ -36,6 +36,10 @@ class ShardEntry:
     def nbytes(self) -> int:
         return self.end - self.begin
 
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
 
 def _nbytes(dtype: str, shape: Sequence[int]) -> int:
     return math.prod(shape) * dtype_info(dtype).itemsize

@@ -156,7 +156,7 @@ class SnapshotWriter:
         header, entries = plan_shard([(k, s.dtype.code, s.shape) for k, s in tensors])
         chunks = [header] + [by_key[e.name].buffer() for e in entries if e.nbytes]
         self._stream(relpath, chunks, role)
-        return [TensorEntry(e.name, layer, relpath, e.dtype, e.shape, e.begin, e.end) for e in entries]
+        return [TensorEntry(e.name, e.dtype, e.shape, e.begin, e.end, layer=layer, file=relpath) for e in entries]
 
     def write_file(self, relpath: str, data: bytes | os.PathLike[str] | Mapping[str, Any], role: str = "extra") -> None:
         """Write an extra file: bytes, a path to copy, or a mapping written as JSON."""
