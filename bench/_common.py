@@ -194,3 +194,28 @@ def rm(path: str | os.PathLike[str]) -> None:
         shutil.rmtree(path)
     elif os.path.exists(path):
         os.remove(path)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads, not children)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def timed_cpu(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
+    gc.collect()
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, cpu_seconds() - c0
+
+
+def pressure() -> dict[str, str]:
+    """Load average and CPU/IO pressure (PSI) lines, to judge how quiet the machine was."""
+    out = {"loadavg": open("/proc/loadavg").read().strip()}
+    for kind in ("cpu", "io", "memory"):
+        try:
+            out[f"psi_{kind}"] = open(f"/proc/pressure/{kind}").readline().strip()
+        except OSError:
+            pass
+    return out

@@ -138,6 +138,21 @@ def assert_optimizers_equal(opt_a, model_a, opt_b, model_b) -> None:
             assert_values_equal(state_a[name][slot], state_b[name][slot], f"{name}/{slot}")
 
 
+def assert_raw_state_dicts_equal(opt_a, opt_b) -> None:
+    """Integer-keyed torch state_dicts, for optimizers built over parameters in the same order."""
+    sa, sb = opt_a.state_dict(), opt_b.state_dict()
+    assert sorted(sa["state"]) == sorted(sb["state"])
+    for pid in sa["state"]:
+        assert set(sa["state"][pid]) == set(sb["state"][pid])
+        for slot, value in sa["state"][pid].items():
+            assert_values_equal(value, sb["state"][pid][slot], f"state[{pid}][{slot}]")
+    assert len(sa["param_groups"]) == len(sb["param_groups"])
+    for ga, gb in zip(sa["param_groups"], sb["param_groups"]):
+        assert set(ga) == set(gb)
+        for k in ga:
+            assert_values_equal(ga[k], gb[k], f"param_groups.{k}")
+
+
 def assert_models_equal(a: nn.Module, b: nn.Module) -> None:
     sa, sb = a.state_dict(), b.state_dict()
     assert list(sa) == list(sb)
@@ -182,12 +197,14 @@ def test_resume_matches_uninterrupted(tmp_path, kind):
 
     assert_models_equal(model_a, model_b)
     assert_optimizers_equal(opt_a, model_a, opt_b, model_b)
+    assert_raw_state_dicts_equal(opt_a, opt_b)
 
     later = range(N_BEFORE, N_BEFORE + M_AFTER)
     train(model_a, opt_a, later, use_aux=True)
     train(model_b, opt_b, later, use_aux=True)
     assert_models_equal(model_a, model_b)
     assert_optimizers_equal(opt_a, model_a, opt_b, model_b)
+    assert_raw_state_dicts_equal(opt_a, opt_b)
     # The aux branch now has state on both sides.
     assert id(model_b.aux.weight) in {id(p) for p in opt_b.state}
 

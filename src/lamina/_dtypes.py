@@ -11,7 +11,7 @@ from typing import Any
 
 from ._errors import FormatError
 
-__all__ = ["DType", "DTYPES", "dtype_info", "from_numpy", "from_torch"]
+__all__ = ["DType", "DTYPES", "dtype_info", "from_numpy", "from_torch", "check_shape_bounds", "check_scalar_value"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,35 @@ def dtype_info(code: str) -> DType:
         raise FormatError(
             f"unsupported dtype {code!r}; lamina format 1.0 supports {', '.join(DTYPES)}"
         ) from None
+
+
+MAX_TENSOR_BYTES = 1 << 62  # any shape whose non-zero dims need more is refused, even with a zero dim
+
+
+def check_shape_bounds(code: str, shape: tuple[int, ...] | list[int], where: str) -> None:
+    """Refuse shapes no machine can allocate, even when a zero dimension makes them empty."""
+    size = dtype_info(code).itemsize
+    for dim in shape:
+        size *= max(dim, 1)
+        if size > MAX_TENSOR_BYTES:
+            raise FormatError(f"{where}: shape {list(shape)} of {code} exceeds {MAX_TENSOR_BYTES} bytes")
+
+
+def check_scalar_value(value: object, code: str, where: str) -> None:
+    """A 0-d tensor value stored inline must be representable in its dtype."""
+    info = dtype_info(code)
+    if code == "BOOL":
+        ok = isinstance(value, bool)
+    elif code[0] in "IU":
+        bits = info.itemsize * 8
+        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1)) if code[0] == "I" else (0, 2**bits)
+        ok = isinstance(value, int) and not isinstance(value, bool) and low <= value < high
+    elif code == "C64":
+        ok = False  # complex scalars are stored as shards, never inline
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise FormatError(f"{where}: value {value!r} is not a valid {code} scalar")
 
 
 def from_numpy(dtype: Any, where: str) -> DType:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from ._dtypes import DTYPES, dtype_info
+from ._dtypes import DTYPES, check_scalar_value, check_shape_bounds, dtype_info
 from ._errors import FormatError, IntegrityError, UnsupportedVersionError
 from ._manifest import (
     FILE_ROLES,
@@ -39,7 +39,7 @@ MAX_MANIFEST_BYTES = 1 << 30
 KNOWN_REQUIRED_FEATURES: frozenset[str] = frozenset()  # features format 1.0 readers understand
 _CHECKSUM_TAIL = b"\xa8checksum\xc4\x20"  # fixstr "checksum", then bin8 of length 32
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_VERSION = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
+_VERSION = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
 T = TypeVar("T")
 
 
@@ -182,7 +182,7 @@ def _path(v: Any, where: str) -> str:
 
 
 def _dtype(v: Any, where: str) -> str:
-    if v not in DTYPES:
+    if not isinstance(v, str) or v not in DTYPES:
         raise FormatError(f"{where}: unsupported dtype {v!r}")
     return v
 
@@ -197,6 +197,7 @@ def _tensor(v: Any, where: str) -> TensorEntry:
         dtype=f.get("dtype", _dtype), shape=tuple(f.get("shape", _list(_uint))),
         begin=offsets[0], end=offsets[1],
     )
+    check_shape_bounds(entry.dtype, entry.shape, f"{where} ({entry.name!r})")
     if entry.nbytes != entry.numel * dtype_info(entry.dtype).itemsize:
         raise FormatError(f"{where}: byte range of {entry.nbytes} bytes does not fit "
                           f"{entry.dtype}{list(entry.shape)} ({entry.name!r})")
@@ -222,9 +223,12 @@ def _alias(v: Any, where: str) -> Alias:
 def _scalar(v: Any, where: str) -> Scalar:
     f = _Fields(v, where)
     value = f.get("value", _any, optional=True)
+    dtype = f.get("dtype", _opt(_dtype), optional=True)
     if value is not None and not isinstance(value, (bool, int, float)):
         raise FormatError(f"{where}.value must be a boolean, number or nil")
-    return Scalar(value=value, dtype=f.get("dtype", _opt(_dtype), optional=True))
+    if dtype is not None:
+        check_scalar_value(value, dtype, where)
+    return Scalar(value=value, dtype=dtype)
 
 
 def _param_state(v: Any, where: str) -> ParamState:
@@ -273,7 +277,7 @@ def _training(v: Any, where: str) -> TrainingState:
 def _version(v: Any, where: str) -> tuple[int, int]:
     match = _VERSION.fullmatch(v) if isinstance(v, str) else None
     if match is None:
-        raise FormatError(f"{where} must be a 'MAJOR.MINOR' string, got {v!r}")
+        raise FormatError(f"{where} must be a 'MAJOR.MINOR' string, got {str(v)[:40]!r}")
     return int(match[1]), int(match[2])
 
 

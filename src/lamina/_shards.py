@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ._dtypes import DTYPES, dtype_info
+from ._dtypes import DTYPES, check_shape_bounds, dtype_info
 from ._errors import FormatError
 
 __all__ = ["ShardEntry", "plan_shard", "parse_header", "read_header", "SHARD_METADATA", "MAX_HEADER_BYTES"]
@@ -130,10 +130,11 @@ def parse_header(raw: bytes, file_size: int, where: str) -> tuple[dict[str, str]
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
             raise FormatError(f"{where}: tensor {name!r} needs exactly dtype, shape and data_offsets")
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise FormatError(f"{where}: tensor {name!r} has unsupported dtype {dtype!r}")
         if not isinstance(shape, list) or not all(_int(d) for d in shape):
             raise FormatError(f"{where}: tensor {name!r} has an invalid shape {shape!r}")
+        check_shape_bounds(dtype, shape, f"{where}: tensor {name!r}")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(_int(o) for o in offsets)):
             raise FormatError(f"{where}: tensor {name!r} has invalid data_offsets {offsets!r}")
         begin, end = offsets

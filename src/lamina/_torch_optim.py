@@ -93,7 +93,7 @@ def capture_optimizer(optimizer: Any, collected: Collected) -> CapturedOptimizer
                 raise FormatError(f"optimizer state of {name!r}: slot name {slot!r} must match {_SLOT.pattern}")
             slots.setdefault(slot, None)
             where = f"optimizer state {name!r}/{slot}"
-            if isinstance(value, torch.Tensor) and value.dim() > 0:
+            if isinstance(value, torch.Tensor) and (value.dim() > 0 or value.is_complex()):
                 source, _ = tensor_source(slot_key(name, slot), value)
                 captured.tensors.setdefault(name, {})[slot] = source
             elif isinstance(value, torch.Tensor):
