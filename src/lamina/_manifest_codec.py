@@ -110,6 +110,19 @@ def unpack_wire(data: bytes, where: str = MANIFEST_NAME) -> dict[str, Any]:
     return wire
 
 
+class _Where:
+    """A field location (``manifest.tensors[3].file``), rendered only if an error needs it."""
+
+    __slots__ = ("parent", "key")
+
+    def __init__(self, parent: Any, key: str | int) -> None:
+        self.parent, self.key = parent, key
+
+    def __str__(self) -> str:
+        key = f"[{self.key}]" if isinstance(self.key, int) else f".{self.key}"
+        return f"{self.parent}{key}"
+
+
 class _Fields:
     """Typed access to one wire map, raising FormatError that names the field path."""
 
@@ -118,8 +131,8 @@ class _Fields:
             raise FormatError(f"{where} must be a map, got {type(value).__name__}")
         self.value, self.where = value, where
 
-    def get(self, key: str, check: Callable[[Any, str], T], *, optional: bool = False) -> T:
-        where = f"{self.where}.{key}"
+    def get(self, key: str, check: Callable[[Any, Any], T], *, optional: bool = False) -> T:
+        where = _Where(self.where, key)
         if key not in self.value:
             if optional:
                 return check(None, where)
@@ -157,7 +170,7 @@ def _list(item: Callable[[Any, str], T]) -> Callable[[Any, str], list[T]]:
     def check(v: Any, where: str) -> list[T]:
         if not isinstance(v, list):
             raise FormatError(f"{where} must be an array, got {type(v).__name__}")
-        return [item(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        return [item(x, _Where(where, i)) for i, x in enumerate(v)]
     return check
 
 
@@ -165,7 +178,7 @@ def _map(item: Callable[[Any, str], T]) -> Callable[[Any, str], dict[str, T]]:
     def check(v: Any, where: str) -> dict[str, T]:
         if not isinstance(v, dict):
             raise FormatError(f"{where} must be a map, got {type(v).__name__}")
-        return {k: item(x, f"{where}.{k}") for k, x in v.items()}
+        return {k: item(x, _Where(where, k)) for k, x in v.items()}
     return check
 
 
@@ -177,7 +190,7 @@ def _map_or_empty(v: Any, where: str) -> dict[str, Any]:
     return {} if v is None else _map(_any)(v, where)
 
 
-def _path(v: Any, where: str) -> str:
+def _path(v: Any, where: Any) -> str:
     return check_relative_path(_str(v, where), where)
 
 
@@ -187,7 +200,27 @@ def _dtype(v: Any, where: str) -> str:
     return v
 
 
-def _tensor(v: Any, where: str) -> TensorEntry:
+_TENSOR_KEYS = ("name", "layer", "file", "dtype", "shape", "offsets")
+
+
+def _tensor(v: Any, where: Any) -> TensorEntry:
+    """Tensor entries are most of a manifest: accept well-typed ones without per-field
+    bookkeeping, and let the field-by-field validator explain anything else."""
+    try:
+        name, layer, file, dtype, shape, offsets = (v[k] for k in _TENSOR_KEYS)
+    except (KeyError, TypeError, IndexError):
+        return _tensor_explained(v, where)
+    if not (type(name) is str and type(layer) is str and type(file) is str and type(dtype) is str
+            and dtype in DTYPES and type(shape) is list and all(type(d) is int and d >= 0 for d in shape)
+            and type(offsets) is list and len(offsets) == 2 and type(offsets[0]) is int
+            and type(offsets[1]) is int and 0 <= offsets[0] <= offsets[1]):
+        return _tensor_explained(v, where)
+    entry = TensorEntry(name, dtype, tuple(shape), offsets[0], offsets[1], layer=layer,
+                        file=check_relative_path(file, _Where(where, "file")))
+    return _checked_size(entry, where)
+
+
+def _tensor_explained(v: Any, where: Any) -> TensorEntry:
     f = _Fields(v, where)
     offsets = f.get("offsets", _list(_uint))
     if len(offsets) != 2 or offsets[0] > offsets[1]:
@@ -197,14 +230,29 @@ def _tensor(v: Any, where: str) -> TensorEntry:
         dtype=f.get("dtype", _dtype), shape=tuple(f.get("shape", _list(_uint))),
         begin=offsets[0], end=offsets[1],
     )
-    check_shape_bounds(entry.dtype, entry.shape, f"{where} ({entry.name!r})")
+    return _checked_size(entry, where)
+
+
+def _checked_size(entry: TensorEntry, where: Any) -> TensorEntry:
+    check_shape_bounds(entry.dtype, entry.shape, where)
     if entry.nbytes != entry.numel * dtype_info(entry.dtype).itemsize:
         raise FormatError(f"{where}: byte range of {entry.nbytes} bytes does not fit "
                           f"{entry.dtype}{list(entry.shape)} ({entry.name!r})")
     return entry
 
 
-def _file(v: Any, where: str) -> FileEntry:
+def _file(v: Any, where: Any) -> FileEntry:
+    try:
+        path, size, sha, role = v["path"], v["size"], v["sha256"], v["role"]
+    except (KeyError, TypeError, IndexError):
+        return _file_explained(v, where)
+    if (type(path) is str and type(size) is int and size >= 0 and type(sha) is str and _SHA256.fullmatch(sha)
+            and role in FILE_ROLES):
+        return FileEntry(check_relative_path(path, _Where(where, "path")), size, sha, role)
+    return _file_explained(v, where)
+
+
+def _file_explained(v: Any, where: Any) -> FileEntry:
     f = _Fields(v, where)
     sha = f.get("sha256", _str)
     if not _SHA256.fullmatch(sha):
