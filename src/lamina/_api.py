@@ -109,16 +109,13 @@ def save(
         ])
 
     with SnapshotWriter(path, overwrite=overwrite, durable=durable) as writer:
-        tensors = []
-        for layer, items in weight_layers.items():
-            tensors += writer.write_shard(WEIGHTS_DIR, layer, items, role="weights")
+        tensors = writer.write_shards(WEIGHTS_DIR, list(weight_layers.items()), role="weights")
         optimizer_desc = None
         if captured is not None:
             from ._torch_optim import optimizer_info
 
-            slot_entries = {}
-            for layer, items in optimizer_layers.items():
-                slot_entries.update({e.name: e for e in writer.write_shard(OPTIMIZER_DIR, layer, items, role="optimizer")})
+            written = writer.write_shards(OPTIMIZER_DIR, list(optimizer_layers.items()), role="optimizer")
+            slot_entries = {e.name: e for e in written}
             optimizer_desc = optimizer_info(captured, slot_entries)
         # Index entries follow the manifest's tensor order (source order), not shard file order.
         order = {s.name: i for i, s in enumerate(collected.tensors)}

@@ -15,6 +15,7 @@ from typing import Any
 from ._dtypes import numpy_dtype, torch_dtype
 from ._errors import FormatError, IntegrityError, NotFoundError
 from ._manifest import FileEntry, Manifest, TensorEntry
+from ._parallel import default_workers, run_parallel
 from ._shards import plan_shard, read_header
 from ._store import Store
 
@@ -55,8 +56,10 @@ def _entries_by_file(manifest: Manifest) -> dict[str, list[TensorEntry]]:
 
 
 class ShardReader:
-    def __init__(self, store: Store, manifest: Manifest, *, verify: bool = False) -> None:
+    def __init__(self, store: Store, manifest: Manifest, *, verify: bool = False,
+                 max_workers: int | None = None) -> None:
         self.store = store
+        self.max_workers = max_workers or default_workers()
         self.manifest = manifest
         self.verify = verify
         self.files: dict[str, FileEntry] = {f.path: f for f in manifest.files}
@@ -120,16 +123,17 @@ class ShardReader:
         framework: str,
         destination: Callable[[TensorEntry], memoryview | None] = lambda e: None,
     ) -> dict[str, Any]:
-        """Read entries, grouped by file. ``destination`` may supply a buffer to fill in place
-        (e.g. a module parameter); then the returned dict holds None for that entry."""
+        """Read entries, grouped by file, files in parallel. ``destination`` may supply a buffer to
+        fill in place (e.g. a module parameter); then the returned dict holds None for that entry."""
         out: dict[str, Any] = {}
         by_file: dict[str, list[TensorEntry]] = defaultdict(list)
         for e in entries:
             by_file[e.file].append(e)
-        for path, group in by_file.items():
-            self.check_shard(path)
+
+        def load(path: str) -> None:
+            self.check_shard(path)  # before allocating: sizes are now proven by the file itself
             ranges = []
-            for e in group:
+            for e in by_file[path]:
                 buffer = destination(e)
                 if buffer is None:
                     out[e.name], buffer = allocate(e, framework)
@@ -143,4 +147,6 @@ class ShardReader:
                     buffer[:] = data[start : start + len(buffer)]
             else:
                 self.store.read_into(path, sorted(ranges, key=lambda r: r[0]))
+
+        run_parallel(load, list(by_file), self.max_workers)
         return out

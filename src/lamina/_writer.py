@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from ._errors import ExistsError, FormatError, LaminaError
 from ._manifest import FileEntry, Manifest, TensorEntry
 from ._manifest_codec import MANIFEST_NAME, encode_manifest
 from ._naming import check_relative_path, encode_layer
+from ._parallel import default_workers, run_parallel
 from ._shards import plan_shard
 from ._tensors import TensorSource
 
@@ -35,7 +35,8 @@ RESERVED_TOP_LEVEL = frozenset({MANIFEST_NAME, INDEX_NAME, WEIGHTS_DIR, OPTIMIZE
 _CHUNK = 64 << 20  # bounds each write() call; also the unit handed to the hashing thread
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """fsync a file or a directory (a directory's entry list, for renames and creations)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -72,15 +73,19 @@ class SnapshotWriter:
             existing path is refused, so a typo cannot delete unrelated data.
         durable: fsync files and directories before the commit, so a power loss cannot leave a
             manifest that points at unwritten data.
+        max_workers: shards written (and hashed) at once; peak extra memory is about this many
+            layers for tensors that need a copy (GPU or non-contiguous), none otherwise.
     """
 
-    def __init__(self, target: str | os.PathLike[str], *, overwrite: bool = False, durable: bool = True) -> None:
+    def __init__(self, target: str | os.PathLike[str], *, overwrite: bool = False, durable: bool = True,
+                 max_workers: int | None = None) -> None:
         self.target = Path(target).absolute()
         self.overwrite = overwrite
         self.durable = durable
         self.files: list[FileEntry] = []
+        self.max_workers = max_workers or default_workers()
         self._tmp: Path | None = None
-        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-hash")
+        self._written: list[Path] = []
 
     # -------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> SnapshotWriter:
@@ -92,7 +97,6 @@ class SnapshotWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._hasher.shutdown(wait=True)
         if self._tmp is not None and self._tmp.exists():
             shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -121,42 +125,51 @@ class SnapshotWriter:
         return dest
 
     def _stream(self, relpath: str, chunks: Iterable[memoryview | bytes], role: str) -> FileEntry:
-        """Write chunks to relpath while a second thread hashes them (both release the GIL)."""
+        """Write chunks to relpath, hashing as it goes (both release the GIL, so shards written
+        on several threads hash in parallel). Returns the entry; the caller records it."""
         sha = hashlib.sha256()
         size = 0
-        with open(self._dest(relpath), "wb", buffering=0) as f:
-            pending = None
+        dest = self._dest(relpath)
+        with open(dest, "wb", buffering=0) as f:
             for chunk in chunks:
                 view = memoryview(chunk).cast("B")
                 for start in range(0, len(view), _CHUNK):
                     piece = view[start : start + _CHUNK]
-                    if pending is not None:
-                        pending.result()
-                    pending = self._hasher.submit(sha.update, piece)
+                    sha.update(piece)
                     written = 0
                     while written < len(piece):
                         written += f.write(piece[written:])
                     size += len(piece)
-            if pending is not None:
-                pending.result()
-            if self.durable:
-                os.fsync(f.fileno())
-        entry = FileEntry(path=relpath, size=size, sha256=sha.hexdigest(), role=role)
-        self.files.append(entry)
-        return entry
+        self._written.append(dest)
+        return FileEntry(path=relpath, size=size, sha256=sha.hexdigest(), role=role)
 
-    def write_shard(
-        self, directory: str, layer: str, tensors: Sequence[tuple[str, TensorSource]], role: str
+    def write_shards(
+        self, directory: str, layers: Sequence[tuple[str, Sequence[tuple[str, TensorSource]]]], role: str
     ) -> list[TensorEntry]:
-        """Write one layer's shard; ``tensors`` are ``(key in shard, source)``. Returns index entries."""
-        relpath = f"{directory}/{encode_layer(layer)}.safetensors"
-        if any(f.path == relpath for f in self.files):
-            raise FormatError(f"two layers map to the shard file {relpath!r}; rename one of them")
-        by_key = dict(tensors)
-        header, entries = plan_shard([(k, s.dtype.code, s.shape) for k, s in tensors])
-        chunks = [header] + [by_key[e.name].buffer() for e in entries if e.nbytes]
-        self._stream(relpath, chunks, role)
-        return [TensorEntry(e.name, e.dtype, e.shape, e.begin, e.end, layer=layer, file=relpath) for e in entries]
+        """Write one shard per ``(layer, [(key in shard, source), ...])``, several at a time.
+
+        Returns the index entries, layers in the given order; the file table keeps that order
+        too, so the manifest does not depend on thread timing.
+        """
+        relpaths = [f"{directory}/{encode_layer(layer)}.safetensors" for layer, _ in layers]
+        taken = {f.path for f in self.files}
+        for relpath in relpaths:
+            if relpath in taken:
+                raise FormatError(f"two layers map to the shard file {relpath!r}; rename one of them")
+            taken.add(relpath)
+
+        def write(job: tuple[str, tuple[str, Sequence[tuple[str, TensorSource]]]]) -> tuple[FileEntry, list[TensorEntry]]:
+            relpath, (layer, tensors) = job
+            by_key = dict(tensors)
+            header, planned = plan_shard([(k, s.dtype.code, s.shape) for k, s in tensors])
+            chunks = [header] + [by_key[e.name].buffer() for e in planned if e.nbytes]
+            entry = self._stream(relpath, chunks, role)
+            return entry, [TensorEntry(e.name, e.dtype, e.shape, e.begin, e.end, layer=layer, file=relpath)
+                           for e in planned]
+
+        results = run_parallel(write, list(zip(relpaths, layers)), self.max_workers)
+        self.files += [file for file, _ in results]
+        return [t for _, entries in results for t in entries]
 
     def write_file(self, relpath: str, data: bytes | os.PathLike[str] | Mapping[str, Any], role: str = "extra") -> None:
         """Write an extra file: bytes, a path to copy, or a mapping written as JSON."""
@@ -166,16 +179,16 @@ class SnapshotWriter:
         if any(f.path == relpath for f in self.files):
             raise FormatError(f"files[{relpath!r}]: written twice")
         if isinstance(data, (bytes, bytearray, memoryview)):
-            self._stream(relpath, [bytes(data)], role)
+            self.files.append(self._stream(relpath, [bytes(data)], role))
         elif isinstance(data, os.PathLike):
             src = Path(data)
             if not src.is_file():
                 raise FormatError(f"files[{relpath!r}]: {src} is not a readable file")
             with open(src, "rb") as f:
-                self._stream(relpath, iter(lambda: f.read(_CHUNK), b""), role)
+                self.files.append(self._stream(relpath, iter(lambda: f.read(_CHUNK), b""), role))
         elif isinstance(data, Mapping):
             text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-            self._stream(relpath, [text.encode("utf-8")], role)
+            self.files.append(self._stream(relpath, [text.encode("utf-8")], role))
         else:
             raise FormatError(f"files[{relpath!r}]: expected bytes, a pathlib.Path or a JSON-able dict, "
                               f"got {type(data).__name__}")
@@ -184,6 +197,8 @@ class SnapshotWriter:
     def commit(self, manifest: Manifest) -> None:
         """Write the manifest (the commit point) and move the snapshot into place."""
         assert self._tmp is not None
+        if self.durable:  # all at once: the device flushes many files faster than one by one
+            run_parallel(_fsync, self._written, 8)
         data = encode_manifest(manifest)
         part = self._tmp / f"{MANIFEST_NAME}.part"
         with open(part, "wb") as f:
@@ -194,13 +209,13 @@ class SnapshotWriter:
         if self.durable:
             for sub in (WEIGHTS_DIR, OPTIMIZER_DIR):
                 if (self._tmp / sub).is_dir():
-                    _fsync_dir(self._tmp / sub)
+                    _fsync(self._tmp / sub)
         os.replace(part, self._tmp / MANIFEST_NAME)
         if self.durable:
-            _fsync_dir(self._tmp)
+            _fsync(self._tmp)
         self._move_into_place()
         if self.durable:
-            _fsync_dir(self.target.parent)
+            _fsync(self.target.parent)
 
     def _move_into_place(self) -> None:
         assert self._tmp is not None
