@@ -1,6 +1,6 @@
 """lamina performance benchmark: save, save memory, full load, one-layer load.
 
-    python bench/run.py                 # full run (~0.73 GB model, plus a 4x ~2.9 GB one); a few minutes
+    python bench/run.py                 # full run (0.74 GB model + a 4x 2.9 GB one): ~5 min on 2 cores, ~6 GB disk at peak
     python bench/run.py --scale 0.1     # quick smoke run (fewer blocks, smaller vocabulary)
     python bench/run.py --out DIR       # where data goes (default: a temp dir under bench/_data)
 
@@ -42,6 +42,7 @@ from _common import (  # noqa: E402
     layer_bytes,
     make_state_dict,
     median,
+    page_cache_ballast,
     pressure,
     read_all,
     rm,
@@ -53,6 +54,7 @@ from _common import (  # noqa: E402
 MB = 1e6
 GB = 1e9
 MEM_SLACK = 64 * 2**20  # the save-memory target: largest layer + 64 MiB
+BALLAST = 0  # bytes of page-cache ballast before each timed write; set in main()
 
 
 def log(msg: str) -> None:
@@ -76,11 +78,11 @@ def fmt_range(xs: list[float]) -> str:
 # ----------------------------------------------------------------------------------- save
 def run_rounds(methods: dict, reps: int, label: str, warmup: bool = True) -> dict[str, dict[str, list[float]]]:
     """Time ``methods`` ({name: (path, fn(path))}) round-robin, shuffled order each round, after one
-    untimed warm-up round. Before every timed call: the method's previous output is deleted and
-    ``os.sync()`` runs, so (1) no dirty pages of an earlier call are being written back meanwhile and
-    (2) every method writes into page cache just freed by a same-size file (see docs/performance.md:
-    on this VM, growing the page cache into long-idle memory costs up to ~10x). The outputs of the
-    last round are left in place."""
+    untimed warm-up round (when ``warmup``). Before every timed call that writes (path not None):
+    the method's previous output is deleted, a page-cache ballast of ``BALLAST`` bytes is written and
+    deleted (see ``page_cache_ballast``), then ``os.sync()`` runs, so no dirty pages of an earlier
+    call are being written back meanwhile and every method writes into recycled page cache. The
+    outputs of the last round are left in place."""
     res: dict[str, dict[str, list[float]]] = {m: {"wall": [], "cpu": []} for m in methods}
     rng = random.Random(label)
     for rep in range(reps + (1 if warmup else 0)):
@@ -91,6 +93,8 @@ def run_rounds(methods: dict, reps: int, label: str, warmup: bool = True) -> dic
             path, fn = methods[name]
             if path is not None:
                 rm(path)
+                if BALLAST:
+                    page_cache_ballast(path.parent / ".ballast", BALLAST)
             os.sync()
             wall, cpu = timed_cpu(lambda: fn(path))
             if counted:
@@ -123,6 +127,7 @@ def save_breakdown(sd: dict, out: Path, reps: int) -> dict[str, dict[str, list[f
     """Where lamina.save time goes: lamina with sha256 stubbed out, and its parts done by hand on
     the same bytes (per-layer files with no / per-file / deferred fsync; sha256 alone)."""
     groups = inv.group_layers(sd)
+    out.mkdir(exist_ok=True)
     methods = {
         "lamina.save durable=False, sha256 stubbed": (out / "nohash_fast", lambda p: inv.lamina_save_nohash(sd, p, False)),
         "lamina.save durable=True, sha256 stubbed": (out / "nohash_durable", lambda p: inv.lamina_save_nohash(sd, p, True)),
@@ -134,9 +139,7 @@ def save_breakdown(sd: dict, out: Path, reps: int) -> dict[str, dict[str, list[f
         "sha256 of every byte, 2 threads across layers (no I/O)": (None, lambda p: inv.sha256_layers(groups, 2)),
     }
     res = run_rounds(methods, reps, "breakdown", warmup=False)
-    for path, _ in methods.values():
-        if path is not None:
-            rm(path)
+    rm(out)
     os.sync()
     return res
 
@@ -150,3 +153,342 @@ def mem_worker(kind: str, method: str, path: Path, cfg: Config) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+# ----------------------------------------------------------------------------------- load
+LOAD_LAMINA = "lamina open().load_into(module)"
+LOAD_ST = "module.load_state_dict(safetensors load_file)"
+LOAD_TORCH = "module.load_state_dict(torch.load weights_only)"
+RAW_SERIAL = "(floor) plain readinto of lamina shards, 1 thread"
+RAW_THREADED = "(floor) plain readinto of lamina shards, 2 threads"
+
+
+def bench_load(paths: dict[str, Path], sd: dict, cfg: Config, reps: int, investigate: bool) -> dict[str, list[float]]:
+    """Warm page cache (every file read once, plus an untimed warm-up call per method), one resident
+    module reused by every method, shuffled round-robin, median."""
+    module = build_module(cfg)
+    methods = {
+        LOAD_LAMINA: lambda: lamina.open(paths["lamina"]).load_into(module),
+        LOAD_ST: lambda: module.load_state_dict(safetensors.torch.load_file(paths["safetensors"])),
+        LOAD_TORCH: lambda: module.load_state_dict(torch.load(paths["torch"], weights_only=True)),
+    }
+    raw = None
+    if investigate:
+        raw = inv.RawReader(paths["lamina"], module)
+        methods[RAW_SERIAL] = raw.serial
+        methods[RAW_THREADED] = raw.threaded
+    for p in paths.values():
+        read_all(p)
+    for name, fn in methods.items():  # untimed warm-up, also checks the loaded values
+        with torch.no_grad():
+            for p in module.parameters():
+                p.zero_()
+        fn()
+        bad = [n for n, t in module.state_dict().items()
+               if not torch.equal(t.view(torch.uint8), sd[n].view(torch.uint8))]
+        if bad:
+            raise AssertionError(f"{name}: wrong values after load in {bad[:3]}")
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    rng = random.Random(1)
+    for _ in range(reps):
+        order = list(methods)
+        rng.shuffle(order)
+        for name in order:
+            times[name].append(timed(methods[name]))
+    if raw is not None:
+        raw.close()
+    return times  # the module and its 0.74 GB are freed with this frame
+
+
+def bench_one_layer(path: Path, ref: dict, reps: int) -> dict[str, list[float]]:
+    """open() + layer(MID_LAYER), warm cache; also the two parts separately."""
+    got = lamina.open(path).layer(MID_LAYER)
+    assert got.keys() == ref.keys()
+    for n, t in got.items():
+        assert torch.equal(t.view(torch.uint8), ref[n].view(torch.uint8)), n
+    res: dict[str, list[float]] = {"total": [], "open": [], "layer": []}
+    for _ in range(reps):
+        gc.collect()
+        t0 = time.perf_counter()
+        art = lamina.open(path)
+        t1 = time.perf_counter()
+        art.layer(MID_LAYER)
+        t2 = time.perf_counter()
+        res["total"].append(t2 - t0)
+        res["open"].append(t1 - t0)
+        res["layer"].append(t2 - t1)
+    return res
+
+
+def bench_st_layer(path: Path, names: list[str], reps: int) -> list[float]:
+    """Context: the same tensors from one safetensors file (safe_open parses the whole header)."""
+    def fn() -> None:
+        with safetensors.safe_open(path, framework="pt") as f:
+            for n in names:
+                f.get_tensor(n).clone()  # own the bytes, as lamina's result does
+    fn()
+    return [timed(fn) for _ in range(reps)]
+
+
+# ----------------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="shrink the model: multiplies the block count (min 8) and vocabulary (default 1.0)")
+    ap.add_argument("--out", type=Path, default=None, help="data directory (default: temp dir under bench/_data)")
+    ap.add_argument("--reps", type=int, default=7, help="timed repetitions for save/load (default 7)")
+    ap.add_argument("--no-ballast", action="store_true",
+                    help="skip the page-cache ballast before each timed write (faster, much noisier on a VM)")
+    ap.add_argument("--layer-reps", type=int, default=30, help="repetitions for the one-layer load (default 30)")
+    ap.add_argument("--no-mem", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--no-4x", action="store_true", help="skip the 4x model")
+    ap.add_argument("--no-investigate", action="store_true", help="skip the timing splits (save breakdown, load floor)")
+    ap.add_argument("--keep", action="store_true", help="keep the written snapshots and files")
+    args = ap.parse_args()
+    investigate = not args.no_investigate
+    global BALLAST
+
+    t_start = time.perf_counter()
+    if args.out is None:
+        (HERE / "_data").mkdir(exist_ok=True)
+        out = Path(tempfile.mkdtemp(prefix="run-", dir=HERE / "_data"))
+    else:
+        out = args.out.resolve()
+        out.mkdir(parents=True, exist_ok=True)
+    cfg1 = Config().scaled(args.scale, args.scale)
+    cfg4 = Config(cfg1.d_model, cfg1.n_blocks * 4, cfg1.vocab * 4)
+    info = machine()
+    log(f"machine: {info}")
+    log(f"output: {out}")
+
+    results: dict = {"machine": info, "config_1x": cfg1.as_dict(), "config_4x": cfg4.as_dict(), "reps": args.reps,
+                     "pressure_start": pressure()}
+    big: list[Path] = []
+    try:
+        log(f"generating 1x state dict {cfg1}")
+        sd = make_state_dict(cfg1)
+        nbytes = total_bytes(sd)
+        lb = layer_bytes(sd)
+        largest = max(lb, key=lb.get)
+        results["model_1x"] = {"bytes": nbytes, "tensors": len(sd), "layers": len(lb),
+                               "largest_layer": largest, "largest_layer_bytes": lb[largest],
+                               "mid_layer_bytes": lb[MID_LAYER]}
+        BALLAST = 0 if args.no_ballast else int(nbytes * 1.1) + (64 << 20)
+        results["ballast_bytes"] = BALLAST
+        log(f"1x: {nbytes / GB:.3f} GB, {len(sd)} tensors, {len(lb)} layers, largest layer {largest} "
+            f"{lb[largest] / MB:.1f} MB")
+
+        # ---------------- save time
+        save_dir = out / "save"
+        save_dir.mkdir(exist_ok=True)
+        big.append(save_dir)
+        log(f"save: 1 warm-up + {args.reps} timed rounds, 5 methods")
+        results["save"] = bench_save(sd, save_dir, args.reps)
+        if investigate:
+            log("save breakdown (lamina with sha256 stubbed; its parts by hand)")
+            big.append(out / "save_breakdown")
+            results["save_breakdown"] = save_breakdown(sd, out / "save_breakdown", max(3, args.reps // 2 + 1))
+
+        paths = {"lamina": save_dir / "lamina_durable", "safetensors": save_dir / "st.safetensors",
+                 "torch": save_dir / "model.pt"}
+        results["file_bytes"] = {k: (sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir()
+                                     else p.stat().st_size) for k, p in paths.items()}
+
+        # ---------------- memory (fresh subprocess per method)
+        if not args.no_mem:
+            mem_dir = out / "mem"
+            mem_dir.mkdir(exist_ok=True)
+            big.append(mem_dir)
+            mem: dict[str, dict] = {}
+            for method, target in [("lamina_durable", "lam_d"), ("lamina_nondurable", "lam_f"),
+                                   ("safetensors", "st.safetensors"), ("torch", "model.pt")]:
+                os.sync()
+                mem["save " + method] = mem_worker("save", method, mem_dir / target, cfg1)
+                log(f"  save mem {method}: +{mem['save ' + method]['extra'] / MB:.1f} MB")
+                rm(mem_dir / target)
+            for method in ("lamina", "safetensors", "torch"):
+                read_all(paths[method])
+                mem["load " + method] = mem_worker("load", method, paths[method], cfg1)
+                log(f"  load mem {method}: +{mem['load ' + method]['extra'] / MB:.1f} MB")
+            results["mem"] = mem
+
+        # ---------------- full load
+        log(f"load into module: warm cache, {args.reps} timed rounds")
+        results["load_s"] = bench_load(paths, sd, cfg1, args.reps, investigate)
+
+        # ---------------- one layer at 1x; torch.load of the whole file
+        layer_names = [n for n in sd if n.rpartition(".")[0] == MID_LAYER]
+        ref = {n: sd[n].clone() for n in layer_names}
+        log("one-layer load 1x")
+        results["layer_1x_s"] = bench_one_layer(paths["lamina"], ref, args.layer_reps)
+        results["st_layer_1x_s"] = bench_st_layer(paths["safetensors"], layer_names, args.layer_reps)
+        if investigate:
+            results["open_split_1x"] = inv.manifest_decode_split(paths["lamina"])
+        log("torch.load whole 1x file (warm)")
+        del sd
+        gc.collect()
+        torch.load(paths["torch"], weights_only=True)
+        results["torch_load_1x_s"] = [timed(lambda: torch.load(paths["torch"], weights_only=True))
+                                      for _ in range(max(3, (args.reps + 1) // 2))]
+
+        # ---------------- 4x
+        if not args.no_4x:
+            rm(save_dir)  # free page cache for the bigger model
+            os.sync()
+            log(f"generating 4x state dict {cfg4}")
+            sd4 = make_state_dict(cfg4, seed=4)
+            lb4 = layer_bytes(sd4)
+            results["model_4x"] = {"bytes": total_bytes(sd4), "tensors": len(sd4), "layers": len(lb4)}
+            log(f"4x: {total_bytes(sd4) / GB:.3f} GB, {len(sd4)} tensors, {len(lb4)} layers; saving")
+            x4 = out / "x4"
+            x4.mkdir(exist_ok=True)
+            big.append(x4)
+            lamina.save(sd4, x4 / "lamina", durable=False)
+            safetensors.torch.save_file(sd4, x4 / "st.safetensors")
+            ref4 = {n: sd4[n].clone() for n in layer_names}
+            del sd4
+            gc.collect()
+            os.sync()
+            log("one-layer load 4x")
+            results["layer_4x_s"] = bench_one_layer(x4 / "lamina", ref4, args.layer_reps)
+            results["st_layer_4x_s"] = bench_st_layer(x4 / "st.safetensors", layer_names, args.layer_reps)
+            if investigate:
+                results["open_split_4x"] = inv.manifest_decode_split(x4 / "lamina")
+    finally:
+        if not args.keep:
+            for p in big:
+                rm(p)
+    results["pressure_end"] = pressure()
+    results["wall_s"] = time.perf_counter() - t_start
+    table = report(results)
+    print()
+    print(table)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(table + "\n")
+    log(f"done in {results['wall_s']:.0f} s; results in {out / 'results.json'} and results.md"
+        + ("" if args.keep else " (big files removed)"))
+
+
+# ----------------------------------------------------------------------------------- report
+def report(r: dict) -> str:
+    m1 = r["model_1x"]
+    nbytes = m1["bytes"]
+    lines: list[str] = []
+
+    def ok(b: bool) -> str:
+        return "**MET**" if b else "**MISSED**"
+
+    def table(head: list[str], rows: list[list[str]]) -> None:
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "|".join("---" for _ in head) + "|")
+        lines.extend("| " + " | ".join(row) + " |" for row in rows)
+        lines.append("")
+
+    c1 = r["config_1x"]
+    lines.append(f"Model 1x: d_model={c1['d_model']}, {c1['n_blocks']} blocks, vocab {c1['vocab']}, bf16: "
+                 f"{nbytes / GB:.3f} GB, {m1['tensors']} tensors, {m1['layers']} layers; largest layer "
+                 f"`{m1['largest_layer']}` {m1['largest_layer_bytes'] / MB:.1f} MB; `{MID_LAYER}` "
+                 f"{m1['mid_layer_bytes'] / MB:.2f} MB.")
+    if "model_4x" in r:
+        c4, m4 = r["config_4x"], r["model_4x"]
+        lines.append(f"Model 4x: {c4['n_blocks']} blocks, vocab {c4['vocab']}: {m4['bytes'] / GB:.3f} GB, "
+                     f"{m4['tensors']} tensors, {m4['layers']} layers.")
+    lines.append(f"Times in seconds: median of {r['reps']} (min–max) unless noted; GB = 1e9 bytes.")
+    lines.append("")
+
+    # ---- save
+    s = r["save"]
+    med = {k: median(v["wall"]) for k, v in s.items()}
+    best = {k: min(v["wall"]) for k, v in s.items()}
+    lines.append("**Save** (before every timed save: previous output of the same method deleted, "
+                 + (f"{r['ballast_bytes'] / GB:.2f} GB page-cache ballast written and deleted, " if r.get("ballast_bytes") else "")
+                 + "then `os.sync()`; safetensors and torch.save do not fsync)")
+    lines.append("")
+    rows = []
+    for name, ref in [("lamina.save durable=False", "safetensors save_file"),
+                      ("lamina.save durable=True", "safetensors save_file + fsync"),
+                      ("lamina.save durable=True", "safetensors save_file")]:
+        ratio = med[name] / med[ref]
+        rows.append([f"{name} vs {ref}", fmt_range(s[name]["wall"]), f"{nbytes / med[name] / GB:.2f}",
+                     f"{median(s[name]['cpu']):.2f}", f"{ratio:.2f}", f"{best[name] / best[ref]:.2f}",
+                     "<= 1.0", ok(ratio <= 1.0)])
+    for name in ("safetensors save_file", "safetensors save_file + fsync", "torch.save"):
+        rows.append([name, fmt_range(s[name]["wall"]), f"{nbytes / med[name] / GB:.2f}",
+                     f"{median(s[name]['cpu']):.2f}", "", "", "", ""])
+    table(["method", "wall s", "GB/s", "CPU s", "ratio (median)", "ratio (best)", "target", "met?"], rows)
+
+    if "save_breakdown" in r:
+        b = r["save_breakdown"]
+        lines.append("*Save breakdown* (same bytes, same protocol, median; \"stubbed\" = lamina.save with "
+                     "`lamina._writer.hashlib` replaced by a no-op for the call)")
+        lines.append("")
+        rows = [[name, fmt_range(v["wall"]), f"{nbytes / median(v['wall']) / GB:.2f}", f"{median(v['cpu']):.2f}"]
+                for name, v in b.items()]
+        table(["variant", "wall s", "GB/s", "CPU s"], rows)
+
+    # ---- memory
+    if "mem" in r:
+        mem = r["mem"]
+        limit = m1["largest_layer_bytes"] + MEM_SLACK
+        lines.append(f"**Peak extra memory** (fresh process per call; VmHWM after the call minus VmRSS before "
+                     f"it, VmHWM reset via /proc/self/clear_refs). Save target: <= largest layer + 64 MiB "
+                     f"= {limit / MB:.1f} MB")
+        lines.append("")
+        rows = []
+        for key, v in mem.items():
+            is_target = key.startswith("save lamina")
+            rows.append([key, f"{v['extra'] / MB:.1f}", f"{v['extra'] / nbytes * 100:.1f}%",
+                         f"<= {limit / MB:.0f} MB" if is_target else "", ok(v["extra"] <= limit) if is_target else ""])
+        table(["call", "extra MB", "% of model", "target", "met?"], rows)
+
+    # ---- load
+    ld = r["load_s"]
+    lam, stl = median(ld[LOAD_LAMINA]), median(ld[LOAD_ST])
+    lines.append("**Full load into an existing module** (warm page cache, module memory resident, "
+                 "values checked after the warm-up call)")
+    lines.append("")
+    rows = []
+    for name, v in ld.items():
+        t = median(v)
+        is_lam = name == LOAD_LAMINA
+        rows.append([name, fmt_range(v), f"{nbytes / t / GB:.2f}", f"{stl / t:.2f}",
+                     ">= 0.9" if is_lam else "", ok(stl / lam >= 0.9) if is_lam else ""])
+    table(["method", "wall s", "GB/s", "throughput vs safetensors", "target", "met?"], rows)
+
+    # ---- one layer
+    l1 = r["layer_1x_s"]
+    tl = median(r["torch_load_1x_s"])
+    lines.append(f"**One-layer load** `lamina.open(p).layer(\"{MID_LAYER}\")` ({m1['mid_layer_bytes'] / MB:.1f} MB; "
+                 f"open() with its manifest decode included; warm cache; median of {len(l1['total'])}), in ms")
+    lines.append("")
+    rows = []
+    variants = [("1x", "layer_1x_s", "st_layer_1x_s")]
+    if "layer_4x_s" in r:
+        variants.append(("4x", "layer_4x_s", "st_layer_4x_s"))
+    for label, key, stkey in variants:
+        v = r[key]
+        t = median(v["total"])
+        rows.append([f"lamina open + layer, {label}", f"{t * 1e3:.2f}", f"{median(v['open']) * 1e3:.2f}",
+                     f"{median(v['layer']) * 1e3:.2f}", f"{tl / t:.0f}x", ">= 100x", ok(tl / t >= 100)])
+        rows.append([f"(context) safetensors safe_open + get_tensor, {label}", f"{median(r[stkey]) * 1e3:.2f}",
+                     "", "", f"{tl / median(r[stkey]):.0f}x", "", ""])
+    tls = r["torch_load_1x_s"]
+    rows.append([f"torch.load(weights_only=True) of the whole 1x file (median of {len(tls)}; "
+                 f"range {min(tls) * 1e3:.0f}–{max(tls) * 1e3:.0f} ms)", f"{tl * 1e3:.1f}", "", "", "1x", "", ""])
+    table(["call", "total ms", "open ms", "layer ms", "speed-up vs torch.load 1x", "target", "met?"], rows)
+    if "layer_4x_s" in r:
+        t1, t4 = median(l1["total"]), median(r["layer_4x_s"]["total"])
+        lines.append(f"4x/1x one-layer time: {t4 / t1:.2f} (model bytes x{r['model_4x']['bytes'] / nbytes:.2f}, "
+                     f"tensors x{r['model_4x']['tensors'] / m1['tensors']:.2f}); the layer read itself: "
+                     f"x{median(r['layer_4x_s']['layer']) / median(l1['layer']):.2f}.")
+        lines.append("")
+    for key in ("open_split_1x", "open_split_4x"):
+        if key in r:
+            lines.append(f"*open() split, {key[-2:]}* (median ms): "
+                         + "; ".join(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}" for k, v in r[key].items()))
+            lines.append("")
+    lines.append(f"Machine load: start `{r['pressure_start']['loadavg']}`, end `{r['pressure_end']['loadavg']}` "
+                 f"(loadavg). Total benchmark wall time: {r['wall_s']:.0f} s.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
