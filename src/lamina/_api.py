@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from ._artifact import Artifact
+from ._torch_optim import CapturedOptimizer
 from ._errors import FormatError, NotFoundError
 from ._manifest import FORMAT_VERSION, Alias, Manifest, ModelInfo, TrainingState, coerce_info, coerce_training
 from ._manifest_codec import MANIFEST_NAME, decode_manifest
 from ._naming import default_layer
 from ._store import LocalStore
-from ._tensors import TensorSource, collect_tensors
+from ._tensors import Collected, TensorSource, collect_tensors
 from ._version import __version__
 from ._writer import INDEX_NAME, OPTIMIZER_DIR, WEIGHTS_DIR, SnapshotWriter
 
@@ -91,32 +92,55 @@ def save(
         >>> art.layers, art.info.name
         (['0'], 'tiny')
     """
+    collected = collect_tensors(model_or_tensors)
+    captured = None
+    if optimizer is not None:
+        from ._torch_optim import capture_optimizer
+
+        captured = capture_optimizer(optimizer, collected)
+    return write_snapshot(path, collected, optimizer=captured, info=info, training=training, files=files,
+                          overwrite=overwrite, layer_of=layer_of, durable=durable)
+
+
+def write_snapshot(
+    path: str | os.PathLike[str],
+    collected: Collected,
+    *,
+    optimizer: CapturedOptimizer | None = None,
+    info: ModelInfo | Mapping[str, Any] | None = None,
+    training: TrainingState | Mapping[str, Any] | None = None,
+    files: Mapping[str, FileData] | None = None,
+    overwrite: bool = False,
+    layer_of: Callable[[str], str] | None = None,
+    durable: bool = True,
+    on_shard: Callable[[int], None] | None = None,
+) -> Artifact:
+    """The one writer path: every snapshot, saved or converted, is written here.
+
+    ``on_shard(nbytes)`` is called as shards complete (progress bars).
+    """
     model_info = coerce_info(info)
     training_state = coerce_training(training)
-    collected = collect_tensors(model_or_tensors)
     layer_fn = _layer_function(layer_of)
     weight_layers = _group([(layer_fn(s.name), s.name, s) for s in collected.tensors])
     aliases = tuple(Alias(name, layer_fn(name), target) for name, target in collected.aliases.items())
-
-    captured = None
+    optimizer_layers = {}
     if optimizer is not None:
-        from ._torch_optim import capture_optimizer, slot_key
+        from ._torch_optim import slot_key
 
-        captured = capture_optimizer(optimizer, collected)
         optimizer_layers = _group([
             (layer_fn(param), slot_key(param, slot), source)
-            for param, slots in captured.tensors.items() for slot, source in slots.items()
+            for param, slots in optimizer.tensors.items() for slot, source in slots.items()
         ])
 
-    with SnapshotWriter(path, overwrite=overwrite, durable=durable) as writer:
+    with SnapshotWriter(path, overwrite=overwrite, durable=durable, on_shard=on_shard) as writer:
         tensors = writer.write_shards(WEIGHTS_DIR, list(weight_layers.items()), role="weights")
         optimizer_desc = None
-        if captured is not None:
+        if optimizer is not None:
             from ._torch_optim import optimizer_info
 
             written = writer.write_shards(OPTIMIZER_DIR, list(optimizer_layers.items()), role="optimizer")
-            slot_entries = {e.name: e for e in written}
-            optimizer_desc = optimizer_info(captured, slot_entries)
+            optimizer_desc = optimizer_info(optimizer, {e.name: e for e in written})
         # Index entries follow the manifest's tensor order (source order), not shard file order.
         order = {s.name: i for i, s in enumerate(collected.tensors)}
         tensors.sort(key=lambda t: order[t.name])

@@ -63,15 +63,38 @@ def _parameter_names(optimizer: Any, collected: Collected) -> list[str]:
 
 
 def capture_optimizer(optimizer: Any, collected: Collected) -> CapturedOptimizer:
-    """Regroup ``optimizer.state_dict()`` by parameter name."""
+    """Regroup a live optimizer's state by parameter name."""
     if not hasattr(optimizer, "state_dict") or not hasattr(optimizer, "param_groups"):
         raise FormatError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    cls = type(optimizer)
+    return capture_state_dict(optimizer.state_dict(), _parameter_names(optimizer, collected),
+                              f"{cls.__module__}.{cls.__qualname__}")
+
+
+def state_dict_ids(sd: Any, where: str = "optimizer") -> list[Any]:
+    """The parameter ids of a torch optimizer state dict in position order, validating its shape."""
+    if not isinstance(sd, dict) or not isinstance(sd.get("state"), dict) or not isinstance(sd.get("param_groups"), list):
+        raise FormatError(f"{where}: not a torch optimizer state dict (needs 'state' and 'param_groups')")
+    ids = []
+    for gi, group in enumerate(sd["param_groups"]):
+        if not isinstance(group, dict) or not isinstance(group.get("params"), list):
+            raise FormatError(f"{where}: param_groups[{gi}] has no 'params' list")
+        ids += group["params"]
+    if len(set(map(repr, ids))) != len(ids):
+        raise FormatError(f"{where}: a parameter id appears twice in param_groups")
+    return ids
+
+
+def capture_state_dict(sd: Any, names: list[str], class_name: str, where: str = "optimizer") -> CapturedOptimizer:
+    """Regroup a torch optimizer state dict by parameter name; ``names[i]`` names the i-th
+    parameter in param-group order (torch's id order)."""
     import torch
 
-    names = _parameter_names(optimizer, collected)
-    sd = optimizer.state_dict()
-    cls = type(optimizer)
-    captured = CapturedOptimizer(class_name=f"{cls.__module__}.{cls.__qualname__}", groups=[])
+    ids = state_dict_ids(sd, where)
+    if len(names) != len(ids):
+        raise StateMismatchError(f"{where}: {len(ids)} parameters but {len(names)} names")
+    name_of = dict(zip(map(repr, ids), names))
+    captured = CapturedOptimizer(class_name=class_name, groups=[])
     position = 0
     for gi, group in enumerate(sd["param_groups"]):
         members = names[position : position + len(group["params"])]
@@ -81,18 +104,20 @@ def capture_optimizer(optimizer: Any, collected: Collected) -> CapturedOptimizer
             if k in ("params", "param_names"):
                 continue
             if isinstance(v, torch.Tensor):
-                raise FormatError(f"optimizer param group {gi}: hyperparameter {k!r} is a tensor; "
+                raise FormatError(f"{where}: param group {gi}: hyperparameter {k!r} is a tensor; "
                                   "lamina 1.0 stores hyperparameters as plain numbers")
-            hyper[k] = plain_value(v, f"optimizer.param_groups[{gi}].{k}")
+            hyper[k] = plain_value(v, f"{where}.param_groups[{gi}].{k}")
         captured.groups.append((members, hyper))
     slots: dict[str, None] = {}
     for pid, state in sd["state"].items():
-        name = names[pid]
+        name = name_of.get(repr(pid))
+        if name is None or not isinstance(state, dict):
+            raise FormatError(f"{where}: state for parameter id {pid!r}, which is in no param group")
         for slot, value in state.items():
             if not isinstance(slot, str) or not _SLOT.fullmatch(slot):
-                raise FormatError(f"optimizer state of {name!r}: slot name {slot!r} must match {_SLOT.pattern}")
+                raise FormatError(f"{where}: state of {name!r}: slot name {slot!r} must match {_SLOT.pattern}")
             slots.setdefault(slot, None)
-            where = f"optimizer state {name!r}/{slot}"
+            at = f"{where} state {name!r}/{slot}"
             if isinstance(value, torch.Tensor) and (value.dim() > 0 or value.is_complex()):
                 source, _ = tensor_source(slot_key(name, slot), value)
                 captured.tensors.setdefault(name, {})[slot] = source
@@ -100,36 +125,66 @@ def capture_optimizer(optimizer: Any, collected: Collected) -> CapturedOptimizer
                 source, _ = tensor_source(slot_key(name, slot), value)  # validates the dtype
                 captured.scalars.setdefault(name, {})[slot] = Scalar(value.item(), source.dtype.code)
             elif value is None or isinstance(value, (bool, int, float)):
-                captured.scalars.setdefault(name, {})[slot] = Scalar(plain_value(value, where))
+                captured.scalars.setdefault(name, {})[slot] = Scalar(plain_value(value, at))
             else:
-                raise FormatError(f"{where}: {type(value).__name__} values are not supported")
+                raise FormatError(f"{at}: {type(value).__name__} values are not supported")
     captured.slots = list(slots)
     return captured
 
 
 def _match_type(saved: Any, live: Any) -> Any:
-    """msgpack turns tuples into lists; give back the live optimizer's container type (betas)."""
+    """msgpack turns tuples into lists; give back a tuple (torch's type for betas) unless the live
+    optimizer holds a list."""
     if isinstance(live, tuple) and isinstance(saved, list):
         return tuple(saved)
     return saved
 
 
-def restore_optimizer(
-    info: OptimizerInfo, optimizer: Any, module: Any, read_tensors: Any
-) -> None:
-    """Load saved state into ``optimizer`` (built over ``module``'s parameters) by name.
+def build_state_dict(
+    info: OptimizerInfo, group_names: list[list[str]], read_tensors: Any,
+    live_groups: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A torch optimizer state dict from the snapshot's description.
 
-    ``read_tensors(entries)`` returns torch tensors by entry name.
+    ``group_names[i]`` lists group i's parameters in the order the target optimizer holds them
+    (ids are positions in that order); ``live_groups`` (a live optimizer's groups) restores tuple
+    hyperparameters and ``param_names`` the way that optimizer expects them.
     """
     import torch
 
+    from ._dtypes import torch_dtype
+
+    ids: dict[str, int] = {}
+    groups = []
+    for gi, (names, saved) in enumerate(zip(group_names, info.param_groups)):
+        live = live_groups[gi] if live_groups is not None else {"param_names": None}
+        for n in names:
+            ids[n] = len(ids)
+        group = {k: _match_type(v, live.get(k, ())) for k, v in saved.hyperparameters.items()}
+        group["params"] = [ids[n] for n in names]
+        if "param_names" in live:
+            group["param_names"] = list(names)
+        groups.append(group)
+    tensors = read_tensors([t for s in info.state for t in s.tensors.values()])
+    state: dict[int, dict[str, Any]] = {}
+    for s in info.state:
+        slots: dict[str, Any] = {slot: tensors[t.name] for slot, t in s.tensors.items()}
+        for slot, scalar in s.scalars.items():
+            slots[slot] = (scalar.value if scalar.dtype is None
+                           else torch.tensor(scalar.value, dtype=torch_dtype(scalar.dtype)))
+        state[ids[s.param]] = slots
+    return {"state": state, "param_groups": groups}
+
+
+def restore_optimizer(info: OptimizerInfo, optimizer: Any, module: Any, read_tensors: Any) -> None:
+    """Load saved state into ``optimizer`` (built over ``module``'s parameters) by name, whatever
+    order its groups hold the parameters in. ``read_tensors(entries)`` returns torch tensors."""
     names_by_id = {id(p): n for n, p in module.named_parameters()}
     live_groups = optimizer.param_groups
     if len(live_groups) != len(info.param_groups):
         raise StateMismatchError(f"the optimizer has {len(live_groups)} param groups, the snapshot "
                                  f"{len(info.param_groups)}; build it with the same groups")
-    ids: dict[str, int] = {}
-    groups = []
+    group_names = []
     for gi, (live, saved) in enumerate(zip(live_groups, info.param_groups)):
         try:
             live_names = [names_by_id[id(p)] for p in live["params"]]
@@ -140,27 +195,8 @@ def restore_optimizer(
             extra = sorted(set(live_names) - set(saved.params))
             raise StateMismatchError(f"param group {gi} differs from the snapshot: missing {missing}, "
                                      f"not in snapshot {extra}")
-        for n in live_names:
-            ids[n] = len(ids)
-        group = {k: _match_type(v, live.get(k)) for k, v in saved.hyperparameters.items()}
-        group["params"] = [ids[n] for n in live_names]
-        if "param_names" in live:
-            group["param_names"] = list(live_names)
-        groups.append(group)
-    entries = [t for s in info.state for t in s.tensors.values()]
-    tensors = read_tensors(entries)
-    state: dict[int, dict[str, Any]] = {}
-    for s in info.state:
-        slots: dict[str, Any] = {slot: tensors[t.name] for slot, t in s.tensors.items()}
-        for slot, scalar in s.scalars.items():
-            if scalar.dtype is None:
-                slots[slot] = scalar.value
-            else:
-                from ._dtypes import torch_dtype
-
-                slots[slot] = torch.tensor(scalar.value, dtype=torch_dtype(scalar.dtype))
-        state[ids[s.param]] = slots
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+        group_names.append(live_names)
+    optimizer.load_state_dict(build_state_dict(info, group_names, read_tensors, live_groups))
 
 
 def optimizer_info(captured: CapturedOptimizer, tensor_entries: Mapping[str, Any]) -> OptimizerInfo:

@@ -14,7 +14,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +78,13 @@ class SnapshotWriter:
     """
 
     def __init__(self, target: str | os.PathLike[str], *, overwrite: bool = False, durable: bool = True,
-                 max_workers: int | None = None) -> None:
+                 max_workers: int | None = None, on_shard: Callable[[int], None] | None = None) -> None:
         self.target = Path(target).absolute()
         self.overwrite = overwrite
         self.durable = durable
         self.files: list[FileEntry] = []
         self.max_workers = max_workers or default_workers()
+        self.on_shard = on_shard
         self._tmp: Path | None = None
         self._written: list[Path] = []
 
@@ -164,6 +165,8 @@ class SnapshotWriter:
             header, planned = plan_shard([(k, s.dtype.code, s.shape) for k, s in tensors])
             chunks = [header] + [by_key[e.name].buffer() for e in planned if e.nbytes]
             entry = self._stream(relpath, chunks, role)
+            if self.on_shard is not None:
+                self.on_shard(entry.size)
             return entry, [TensorEntry(e.name, e.dtype, e.shape, e.begin, e.end, layer=layer, file=relpath)
                            for e in planned]
 
