@@ -9,6 +9,7 @@ Example:
 """
 
 from ._api import open, save
+from ._convert import convert
 from ._artifact import Artifact
 from ._errors import (
     ExistsError,
@@ -17,6 +18,7 @@ from ._errors import (
     LaminaError,
     NotFoundError,
     StateMismatchError,
+    UnsafeInputError,
     UnsafePathError,
     UnsupportedVersionError,
 )
@@ -27,6 +29,7 @@ from ._version import __version__
 __all__ = [
     "save",
     "open",
+    "convert",
     "Artifact",
     "ModelInfo",
     "TrainingState",
@@ -37,6 +40,7 @@ __all__ = [
     "FormatError",
     "UnsupportedVersionError",
     "UnsafePathError",
+    "UnsafeInputError",
     "IntegrityError",
     "NotFoundError",
     "ExistsError",

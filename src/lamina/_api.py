@@ -113,11 +113,11 @@ def write_snapshot(
     overwrite: bool = False,
     layer_of: Callable[[str], str] | None = None,
     durable: bool = True,
-    on_shard: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Artifact:
     """The one writer path: every snapshot, saved or converted, is written here.
 
-    ``on_shard(nbytes)`` is called as shards complete (progress bars).
+    ``progress(done_bytes, total_bytes)`` is called as shards complete (progress bars).
     """
     model_info = coerce_info(info)
     training_state = coerce_training(training)
@@ -132,6 +132,16 @@ def write_snapshot(
             (layer_fn(param), slot_key(param, slot), source)
             for param, slots in optimizer.tensors.items() for slot, source in slots.items()
         ])
+
+    on_shard = None
+    if progress is not None:
+        total = sum(s.nbytes for s in collected.tensors) + sum(
+            s.nbytes for slots in (optimizer.tensors.values() if optimizer else ()) for s in slots.values())
+        done = [0]
+
+        def on_shard(nbytes: int) -> None:
+            done[0] += nbytes
+            progress(min(done[0], total), total)
 
     with SnapshotWriter(path, overwrite=overwrite, durable=durable, on_shard=on_shard) as writer:
         tensors = writer.write_shards(WEIGHTS_DIR, list(weight_layers.items()), role="weights")

@@ -152,6 +152,28 @@ class Artifact:
         restore_optimizer(self._manifest.optimizer, optimizer, module,
                           lambda entries: self._reader.read(entries, "pt"))
 
+    def optimizer_state_dict(self) -> dict[str, Any]:
+        """The optimizer state as a torch ``Optimizer.state_dict()`` (ids in the saved group
+        order, ``param_names`` recorded), e.g. for ``torch.save`` or an optimizer built in that order.
+
+        Example:
+            >>> import lamina, torch, tempfile, os
+            >>> model = torch.nn.Linear(2, 1)
+            >>> opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+            >>> model(torch.ones(1, 2)).sum().backward(); opt.step()
+            >>> path = os.path.join(tempfile.mkdtemp(), "m")
+            >>> sd = lamina.save(model, path, optimizer=opt).optimizer_state_dict()
+            >>> sd["param_groups"][0]["param_names"], sorted(sd["state"][0])
+            (['weight', 'bias'], ['momentum_buffer'])
+        """
+        from ._torch_optim import build_state_dict
+
+        info = self._manifest.optimizer
+        if info is None:
+            raise StateMismatchError(f"{self.location} holds no optimizer state")
+        return build_state_dict(info, [list(g.params) for g in info.param_groups],
+                                lambda entries: self._reader.read(entries, "pt"))
+
     # ------------------------------------------------------------------------ files
     def read_file(self, path: str) -> bytes:
         """An extra file's bytes (e.g. ``config.json``), checked against its sha256."""

@@ -6,7 +6,8 @@ these; each also derives from the builtin a caller would naturally catch::
     LaminaError
     ├── FormatError (ValueError)              malformed manifest, shard, path or argument
     │   ├── UnsupportedVersionError           newer major format version / unknown required feature
-    │   └── UnsafePathError                   a path that is absolute or escapes the snapshot
+    │   ├── UnsafePathError                   a path that is absolute or escapes the snapshot
+    │   └── UnsafeInputError                  input that would need code execution (pickles, Lambda layers)
     ├── IntegrityError                        bytes on disk disagree with the manifest (size, sha256, header)
     ├── NotFoundError (KeyError)              missing snapshot, tensor, layer or file
     ├── ExistsError (FileExistsError)         the save target exists and overwrite=False
@@ -22,6 +23,7 @@ __all__ = [
     "FormatError",
     "UnsupportedVersionError",
     "UnsafePathError",
+    "UnsafeInputError",
     "IntegrityError",
     "NotFoundError",
     "ExistsError",
@@ -46,6 +48,11 @@ class UnsupportedVersionError(FormatError):
 
 class UnsafePathError(FormatError):
     """A path is absolute, empty, or escapes the snapshot directory."""
+
+
+class UnsafeInputError(FormatError):
+    """The input can only be read by running code from it (a pickle needing non-allow-listed
+    globals, a Keras Lambda layer); nothing was executed."""
 
 
 class IntegrityError(LaminaError):

@@ -76,6 +76,43 @@ def verify(path: str) -> None:
     click.echo(f"OK {path}: {len(art.manifest.files)} files verified")
 
 
+@cli.command()
+@click.argument("src", type=click.Path())
+@click.argument("dst", type=click.Path())
+@click.option("--from", "from_format", type=click.Choice(["lamina", "torch", "keras", "onnx"]),
+              help="Source format (default: detected from the content).")
+@click.option("--to", "to_format", type=click.Choice(["lamina", "torch", "keras", "onnx"]),
+              help="Destination format (default: from DST's extension; a directory is lamina).")
+@click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
+@click.option("--trust-pickle", is_flag=True,
+              help="Allow a torch pickle to run code while loading. Only for files you trust.")
+@click.option("--param-names", type=click.Path(exists=True, dir_okay=False),
+              help="JSON list of optimizer parameter names in id order (when the checkpoint lacks them).")
+@click.option("--optimizer-index", type=int, help="Which optimizer of a checkpoint with several.")
+@click.option("--checkpoint", is_flag=True,
+              help="torch output: a training checkpoint {model, optimizer, epoch, step, ...}.")
+@_one_line_errors
+def convert(src: str, dst: str, from_format: str | None, to_format: str | None, overwrite: bool,
+            trust_pickle: bool, param_names: str | None, optimizer_index: int | None, checkpoint: bool) -> None:
+    """Convert SRC to DST between lamina, torch (.pt .pth .bin .ckpt), Keras (.keras) and ONNX (.onnx)."""
+    import lamina
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    if trust_pickle:
+        click.secho("WARNING: --trust-pickle lets the checkpoint run arbitrary code on this machine. "
+                    "Use it only for files from an author you trust.", fg="red", bold=True, err=True)
+    columns = (TextColumn("[bold]writing"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, transient=True, disable=not sys.stderr.isatty(), console=None) as bar:
+        task = bar.add_task("convert", total=None)
+        out = lamina.convert(
+            src, dst, from_format=from_format, to_format=to_format, overwrite=overwrite or None,
+            trust_pickle=trust_pickle or None, param_names=param_names, optimizer_index=optimizer_index,
+            checkpoint=checkpoint or None,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    click.echo(f"wrote {out}")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()

@@ -1,0 +1,82 @@
+"""Which format a path holds (from its content) and which one a destination asks for."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from lamina._errors import FormatError, NotFoundError
+
+__all__ = ["FORMATS", "detect_source", "destination_format"]
+
+FORMATS = ("lamina", "torch", "keras", "onnx")
+_TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # protocol 2 + torch magic
+
+
+def _zip_format(path: Path) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+        return "torch"
+    if "config.json" in names and ("model.weights.h5" in names or "model.weights.npz" in names):
+        return "keras"
+    return None
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    # A ModelProto starts with field 1 (ir_version, varint: 0x08) or another low field tag.
+    return head[:1] in (b"\x08", b"\x12", b"\x1a", b"\x22", b"\x32", b"\x3a", b"\x42")
+
+
+def detect_source(path: str | Path) -> str:
+    """The format of ``path`` judged from its content: lamina, torch, keras or onnx."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "manifest.msgpack").is_file():
+            return "lamina"
+        if (p / "pytorch_model.bin.index.json").is_file() or (p / "pytorch_model.bin").is_file():
+            return "torch"
+        raise FormatError(f"{p}: a directory that is neither a lamina snapshot nor a Hugging Face torch checkpoint")
+    if not p.is_file():
+        raise NotFoundError(f"{p}: no such file or directory")
+    with open(p, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        found = _zip_format(p)
+        if found is None:
+            raise FormatError(f"{p}: a zip archive that is neither a torch checkpoint nor a .keras model "
+                              "(or it is truncated)")
+        return found
+    if head.startswith(_HDF5_MAGIC):
+        return "keras"
+    if head.startswith(_LEGACY_TORCH_MAGIC) or (head[:1] == b"\x80" and p.suffix in _TORCH_SUFFIXES):
+        return "torch"
+    if _looks_like_onnx(head) and p.suffix.lower() == ".onnx":
+        return "onnx"
+    if _looks_like_onnx(head):
+        try:
+            import onnx
+
+            onnx.load_model(str(p), load_external_data=False)
+            return "onnx"
+        except Exception:
+            pass
+    raise FormatError(f"{p}: unrecognised format; pass --from {{{','.join(FORMATS)}}}")
+
+
+def destination_format(path: str | Path, to: str | None = None) -> str:
+    """The format a destination asks for: ``to`` if given, else from the extension
+    (``.pt .pth .bin .ckpt`` torch, ``.keras`` keras, ``.onnx`` onnx, anything else a lamina directory)."""
+    if to is not None:
+        if to not in FORMATS:
+            raise FormatError(f"unknown format {to!r}; choose one of {', '.join(FORMATS)}")
+        return to
+    suffix = Path(path).suffix.lower()
+    if suffix in _TORCH_SUFFIXES:
+        return "torch"
+    return {".keras": "keras", ".h5": "keras", ".onnx": "onnx"}.get(suffix, "lamina")

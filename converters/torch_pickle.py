@@ -1,0 +1,415 @@
+"""torch pickle checkpoints <-> lamina snapshots.
+
+Reads plain state dicts (``.pt .pth .bin``), Hugging Face ``pytorch_model.bin`` and sharded
+``pytorch_model-0000N-of-0000M.bin`` + index, training checkpoints (model + optimizer + epoch +
+step + scheduler under the usual keys) and PyTorch Lightning ``.ckpt``. Pickles are read with
+torch's weights-only allow-list (memory-mapped for zip checkpoints); anything that needs other
+globals is refused, listing them, unless the caller passes ``trust_pickle=True``.
+
+Writes a state dict or, with ``checkpoint=True``, a training checkpoint
+``{"model", "optimizer", "epoch", "step", ...}`` loadable with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import secrets
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lamina
+from lamina._api import write_snapshot
+from lamina._errors import ExistsError, FormatError, NotFoundError, StateMismatchError, UnsafeInputError
+from lamina._manifest import plain_value
+from lamina._shards import plan_shard
+from lamina._tensors import collect_tensors, tensor_source
+from lamina._torch_optim import capture_state_dict, state_dict_ids
+
+__all__ = ["to_lamina", "from_lamina", "TRAINING_TENSORS"]
+
+MODEL_KEYS = ("model", "model_state_dict", "state_dict", "module", "net", "network")
+OPTIMIZER_KEYS = ("optimizer", "optimizer_state_dict", "optim", "opt")
+SCHEDULER_KEYS = ("scheduler", "lr_scheduler", "scheduler_state_dict", "lr_scheduler_state_dict")
+STEP_KEYS = ("step", "global_step", "iteration", "iter")
+LIGHTNING_MARKERS = ("pytorch-lightning_version", "optimizer_states", "lr_schedulers", "loops")
+HF_INDEX = "pytorch_model.bin.index.json"
+TRAINING_TENSORS = "training/tensors.safetensors"  # tensors found in training state (no pickles)
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@dataclass
+class _Parsed:
+    model: dict[str, Any]
+    optimizer: dict[str, Any] | None = None
+    epoch: Any = None
+    step: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------ reading
+def _check_zip(path: Path) -> None:
+    """torch stores zip entries uncompressed; anything else is refused (zip bombs included)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise FormatError(f"{path}: corrupt zip archive ({exc})") from None
+    size = path.stat().st_size
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise FormatError(f"{path}: entry {info.filename!r} is compressed; torch checkpoints store "
+                              "entries uncompressed (refusing a possible zip bomb)")
+        if info.header_offset + info.file_size > size:
+            raise FormatError(f"{path}: entry {info.filename!r} extends past the end of the file (truncated?)")
+
+
+def _load_pickle(path: Path, trust_pickle: bool) -> Any:
+    import torch
+
+    is_zip = zipfile.is_zipfile(path)
+    if is_zip:
+        _check_zip(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=is_zip)
+    except pickle.UnpicklingError as exc:
+        if trust_pickle:
+            raise FormatError(f"{path}: cannot unpickle ({exc})") from None
+        needed: list[str] = []
+        if is_zip:
+            try:
+                needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            except Exception:  # the listing is a courtesy; the refusal stands either way
+                needed = []
+        listing = ", ".join(needed) if needed else str(exc).splitlines()[0]
+        raise UnsafeInputError(
+            f"{path}: refusing to unpickle: it needs Python objects outside torch's weights-only "
+            f"allow-list ({listing}); nothing was executed. If you trust its author, pass "
+            "trust_pickle=True (CLI: --trust-pickle)."
+        ) from None
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such file") from None
+    except Exception as exc:  # torch reports corrupt archives with RuntimeError, EOFError, ...
+        raise FormatError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def _is_tensor_dict(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, Mapping) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def _load_hf_sharded(directory: Path, trust_pickle: bool) -> dict[str, Any]:
+    index_path = directory / HF_INDEX
+    try:
+        index = json.loads(index_path.read_text("utf-8"))
+        weight_map = index["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise FormatError(f"{index_path}: not a valid Hugging Face index ({type(exc).__name__}: {exc})") from None
+    from lamina._naming import check_relative_path
+
+    model: dict[str, Any] = {}
+    for shard in shards:
+        check_relative_path(shard, f"{index_path}: weight_map")
+        part = _load_pickle(directory / shard, trust_pickle)
+        if not _is_tensor_dict(part):
+            raise FormatError(f"{directory / shard}: expected a state dict of tensors")
+        model.update(part)
+    missing = sorted(set(weight_map) - set(model))
+    if missing:
+        raise FormatError(f"{index_path}: tensors listed but absent from their shards: {missing[:5]}")
+    return model
+
+
+def _first_key(obj: Mapping[str, Any], keys: Sequence[str]) -> str | None:
+    return next((k for k in keys if k in obj), None)
+
+
+def _interpret(obj: Any, path: Path, optimizer_index: int | None) -> _Parsed:
+    """Find the model, optimizer and training state in a loaded checkpoint."""
+    if _is_tensor_dict(obj):
+        return _Parsed(model=dict(obj))
+    if not isinstance(obj, Mapping):
+        raise FormatError(f"{path}: holds a {type(obj).__name__}, not a state dict or checkpoint dict")
+    lightning = "state_dict" in obj and any(k in obj for k in LIGHTNING_MARKERS)
+    model_key = "state_dict" if lightning else _first_key(obj, [k for k in MODEL_KEYS if _is_tensor_dict(obj.get(k))])
+    if model_key is None:
+        raise FormatError(f"{path}: no model state dict found; top-level keys are {sorted(map(str, obj))[:12]}, "
+                          f"expected a state dict or one of {list(MODEL_KEYS)}")
+    parsed = _Parsed(model=dict(obj[model_key]))
+    used = {model_key}
+    if lightning:
+        states = obj.get("optimizer_states") or []
+        if len(states) > 1 and optimizer_index is None:
+            raise FormatError(f"{path}: holds {len(states)} optimizers; lamina stores one: pass "
+                              "optimizer_index=i (CLI: --optimizer-index i)")
+        if states:
+            parsed.optimizer = states[optimizer_index or 0]
+        used |= {"optimizer_states"}
+        parsed.step, parsed.epoch = obj.get("global_step"), obj.get("epoch")
+        used |= {"global_step", "epoch"}
+    else:
+        opt_key = _first_key(obj, OPTIMIZER_KEYS)
+        if opt_key is not None:
+            parsed.optimizer = obj[opt_key]
+            used.add(opt_key)
+        step_key = _first_key(obj, STEP_KEYS)
+        parsed.step = obj.get(step_key) if step_key else None
+        parsed.epoch = obj.get("epoch")
+        used |= {step_key, "epoch"}
+    scheduler_key = _first_key(obj, SCHEDULER_KEYS)
+    if scheduler_key is not None:
+        parsed.extra["scheduler"] = obj[scheduler_key]
+        used.add(scheduler_key)
+    for key, value in obj.items():
+        if key not in used:
+            parsed.extra[str(key)] = value
+    return parsed
+
+
+# --------------------------------------------------------------------- optimizer id -> name
+def _names_from_model(opt_sd: Any, model: Mapping[str, Any], where: str) -> list[str]:
+    """Align optimizer ids with the model's parameter entries by order, checking shapes.
+
+    Parameters are the floating-point entries that are not batch-norm statistics, with tied
+    duplicates removed (as ``named_parameters()`` does), in state-dict order.
+    """
+    ids = state_dict_ids(opt_sd, where)
+    seen_storage: set[tuple[int, int, tuple[int, ...]]] = set()
+    candidates = []
+    for name, t in model.items():
+        if not (t.is_floating_point() or t.is_complex()) or name.rsplit(".", 1)[-1] in _BUFFER_SUFFIXES:
+            continue
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if t.numel() and key in seen_storage:
+            continue
+        seen_storage.add(key)
+        candidates.append(name)
+    hint = ("pass param_names (CLI: --param-names FILE, a JSON list of names in optimizer id order) "
+            "or save param_names with the optimizer (torch >= 2.5 does so when built from named_parameters())")
+    if len(candidates) != len(ids):
+        raise StateMismatchError(f"{where}: cannot tell which model tensors the optimizer's {len(ids)} parameters "
+                                 f"are (the model has {len(candidates)} candidate parameters); {hint}")
+    for position, (pid, name) in enumerate(zip(ids, candidates)):
+        import torch
+
+        state = opt_sd["state"].get(pid, {})
+        values = state.values() if isinstance(state, Mapping) else ()
+        shapes = {tuple(v.shape) for v in values if isinstance(v, torch.Tensor) and v.dim() > 0}
+        if shapes and shapes != {tuple(model[name].shape)}:
+            raise StateMismatchError(f"{where}: parameter #{position} (id {pid!r}) has state of shape "
+                                     f"{sorted(shapes)} but the aligned model tensor {name!r} is "
+                                     f"{list(model[name].shape)}; {hint}")
+    return candidates
+
+
+def _param_names(opt_sd: Any, model: Mapping[str, Any], explicit: Any, where: str) -> list[str]:
+    ids = state_dict_ids(opt_sd, where)
+    if explicit is not None:
+        if isinstance(explicit, (str, os.PathLike)):
+            try:
+                explicit = json.loads(Path(explicit).read_text("utf-8"))
+            except (OSError, ValueError) as exc:
+                raise FormatError(f"param_names file {explicit}: {exc}") from None
+        if isinstance(explicit, Mapping):
+            by_id = {str(k): v for k, v in explicit.items()}
+            names = [by_id.get(str(pid)) for pid in ids]
+        else:
+            names = list(explicit)
+        if len(names) != len(ids) or not all(isinstance(n, str) and n in model for n in names):
+            raise StateMismatchError(f"{where}: param_names must name a model tensor for each of the "
+                                     f"{len(ids)} optimizer parameters (in id order)")
+        return names
+    recorded = [g.get("param_names") for g in opt_sd["param_groups"]]
+    if all(isinstance(r, list) for r in recorded):
+        names = [n for r in recorded for n in r]
+        if len(names) == len(ids) and all(n in model for n in names):
+            return names
+    return _names_from_model(opt_sd, model, where)
+
+
+def _optimizer_class(opt_sd: Mapping[str, Any]) -> str:
+    """torch does not record the class; infer the common ones from slots and hyperparameters."""
+    slots = {k for s in opt_sd["state"].values() if isinstance(s, Mapping) for k in s}
+    group = opt_sd["param_groups"][0] if opt_sd["param_groups"] else {}
+    if {"exp_avg", "exp_avg_sq"} <= slots or {"betas", "eps"} <= set(group):
+        return "torch.optim.AdamW" if group.get("decoupled_weight_decay") else "torch.optim.Adam"
+    if "momentum_buffer" in slots or {"momentum", "dampening", "nesterov"} <= set(group):
+        return "torch.optim.SGD"
+    return "torch.optim.Optimizer"
+
+
+# ---------------------------------------------------------------- training state (no pickles)
+def _split_tensors(value: Any, path: str, tensors: dict[str, Any], dropped: list[str]) -> Any:
+    """Plain data with tensors replaced by ``{"$tensor": key}`` (the tensor goes to a shard)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        tensors[path] = value
+        return {"$tensor": path}
+    if isinstance(value, Mapping):
+        return {str(k): _split_tensors(v, f"{path}.{k}", tensors, dropped) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_split_tensors(v, f"{path}[{i}]", tensors, dropped) for i, v in enumerate(value)]
+    try:
+        return plain_value(value, path)
+    except FormatError:
+        dropped.append(f"{path} ({type(value).__name__})")
+        return None
+
+
+def _join_tensors(value: Any, tensors: Mapping[str, Any]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$tensor"} and value["$tensor"] in tensors:
+            return tensors[value["$tensor"]]
+        return {k: _join_tensors(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join_tensors(v, tensors) for v in value]
+    return value
+
+
+def _shard_bytes(tensors: Mapping[str, Any]) -> bytes:
+    sources = [tensor_source(k, v)[0] for k, v in tensors.items()]
+    header, entries = plan_shard([(s.name, s.dtype.code, s.shape) for s in sources])
+    by_name = {s.name: s for s in sources}
+    return header + b"".join(bytes(by_name[e.name].buffer()) for e in entries)
+
+
+# ------------------------------------------------------------------------------- public API
+def to_lamina(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    trust_pickle: bool = False,
+    param_names: Sequence[str] | Mapping[Any, str] | str | os.PathLike[str] | None = None,
+    optimizer_index: int | None = None,
+    info: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    durable: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> lamina.Artifact:
+    """Convert a torch pickle checkpoint (file or Hugging Face sharded directory) to a snapshot.
+
+    Args:
+        src: ``.pt/.pth/.bin/.ckpt`` file, or a directory with ``pytorch_model.bin[.index.json]``.
+        dst: the snapshot directory to write.
+        trust_pickle: allow globals outside torch's weights-only allow-list (runs code from
+            ``src``!). Off by default; never turned on implicitly.
+        param_names: optimizer parameter names in id order (list, ``{id: name}``, or a JSON file),
+            when the checkpoint does not record them and alignment with the model is ambiguous.
+        optimizer_index: which optimizer of a Lightning checkpoint with several.
+
+    Example:
+        >>> import torch, tempfile, os
+        >>> from lamina.converters import torch_pickle
+        >>> d = tempfile.mkdtemp(); src = os.path.join(d, "m.pt")
+        >>> torch.save({"fc.weight": torch.ones(2, 2)}, src)
+        >>> torch_pickle.to_lamina(src, os.path.join(d, "snap")).layers
+        ['fc']
+    """
+    import torch  # noqa: F401  (the converter needs torch; fail early with the import error)
+
+    src_path = Path(src)
+    if src_path.is_dir():
+        if (src_path / HF_INDEX).is_file():
+            obj: Any = _load_hf_sharded(src_path, trust_pickle)
+        elif (src_path / "pytorch_model.bin").is_file():
+            obj = _load_pickle(src_path / "pytorch_model.bin", trust_pickle)
+        else:
+            raise FormatError(f"{src_path}: directory has neither {HF_INDEX} nor pytorch_model.bin")
+    elif src_path.is_file():
+        obj = _load_pickle(src_path, trust_pickle)
+    else:
+        raise NotFoundError(f"{src_path}: no such file or directory")
+    parsed = _interpret(obj, src_path, optimizer_index)
+    collected = collect_tensors(parsed.model)
+    captured = None
+    if parsed.optimizer is not None:
+        where = f"{src_path}: optimizer"
+        names = _param_names(parsed.optimizer, parsed.model, param_names, where)
+        captured = capture_state_dict(parsed.optimizer, names, _optimizer_class(parsed.optimizer), where)
+    tensors: dict[str, Any] = {}
+    dropped: list[str] = []
+    extra = _split_tensors(parsed.extra, "extra", tensors, dropped)
+    step = plain_value(parsed.step, "step")
+    epoch = plain_value(parsed.epoch, "epoch")
+    extra["source"] = {"format": "torch", "file": src_path.name, "trust_pickle": trust_pickle}
+    if dropped:
+        extra["dropped"] = dropped
+    training = None
+    if parsed.optimizer is not None or step is not None or epoch is not None or parsed.extra:
+        training = {"step": step if isinstance(step, int) else None,
+                    "epoch": epoch if isinstance(epoch, (int, float)) else None, "extra": extra}
+    files = {TRAINING_TENSORS: _shard_bytes(tensors)} if tensors else None
+    return write_snapshot(dst, collected, optimizer=captured, info=info, training=training, files=files,
+                          overwrite=overwrite, durable=durable, progress=progress)
+
+
+def _checkpoint(art: lamina.Artifact) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": art.state_dict("pt")}
+    if art.optimizer is not None:
+        out["optimizer"] = art.optimizer_state_dict()
+    training = art.training
+    extra = dict(training.extra)
+    if TRAINING_TENSORS in art.files:
+        from safetensors.torch import load as load_safetensors
+
+        extra = _join_tensors(extra, {k: v for k, v in load_safetensors(art.read_file(TRAINING_TENSORS)).items()})
+    extra.pop("source", None)
+    extra.pop("dropped", None)
+    if training.epoch is not None:
+        out["epoch"] = training.epoch
+    if training.step is not None:
+        out["step"] = training.step
+    if training.metrics:
+        out["metrics"] = dict(training.metrics)
+    for key, value in extra.items():
+        out.setdefault(key, value)
+    return out
+
+
+def from_lamina(
+    src: str | os.PathLike[str] | lamina.Artifact,
+    dst: str | os.PathLike[str],
+    *,
+    checkpoint: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Write a snapshot as a torch pickle (protocol 2, loadable with ``weights_only=True``).
+
+    Args:
+        src: a snapshot path or an opened Artifact.
+        dst: the ``.pt`` file to write (atomically: temporary file + rename).
+        checkpoint: write ``{"model", "optimizer", "epoch", "step", ...}`` (optimizer state with
+            the integer ids torch expects, in the saved group order) instead of a state dict.
+
+    Example:
+        >>> import torch, numpy as np, tempfile, os, lamina
+        >>> from lamina.converters import torch_pickle
+        >>> d = tempfile.mkdtemp()
+        >>> _ = lamina.save({"w": np.arange(3, dtype="float32")}, os.path.join(d, "snap"))
+        >>> out = torch_pickle.from_lamina(os.path.join(d, "snap"), os.path.join(d, "w.pt"))
+        >>> torch.load(out, weights_only=True)["w"].tolist()
+        [0.0, 1.0, 2.0]
+    """
+    import torch
+
+    art = src if isinstance(src, lamina.Artifact) else lamina.open(src)
+    dst_path = Path(dst)
+    if dst_path.exists() and not overwrite:
+        raise ExistsError(f"{dst_path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    obj: Any = _checkpoint(art) if checkpoint else art.state_dict("pt")
+    dst_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst_path.parent / f".{dst_path.name}.lamina-tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        torch.save(obj, tmp, pickle_protocol=2)  # torch's weights-only unpickler rejects protocol 4 opcodes
+        os.replace(tmp, dst_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst_path
