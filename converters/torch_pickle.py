@@ -133,6 +133,10 @@ def _first_key(obj: Mapping[str, Any], keys: Sequence[str]) -> str | None:
 
 def _interpret(obj: Any, path: Path, optimizer_index: int | None) -> _Parsed:
     """Find the model, optimizer and training state in a loaded checkpoint."""
+    from lamina._tensors import is_torch_module
+
+    if is_torch_module(obj):  # only reachable with trust_pickle: a whole pickled module
+        return _Parsed(model=dict(obj.state_dict()))
     if _is_tensor_dict(obj):
         return _Parsed(model=dict(obj))
     if not isinstance(obj, Mapping):
