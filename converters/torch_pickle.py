@@ -30,6 +30,8 @@ from lamina._shards import plan_shard
 from lamina._tensors import collect_tensors, tensor_source
 from lamina._torch_optim import capture_state_dict, state_dict_ids
 
+from ._memory import PageReleaser
+
 __all__ = ["to_lamina", "from_lamina", "TRAINING_TENSORS"]
 
 MODEL_KEYS = ("model", "model_state_dict", "state_dict", "module", "net", "network")
@@ -320,11 +322,14 @@ def to_lamina(
     import torch  # noqa: F401  (the converter needs torch; fail early with the import error)
 
     src_path = Path(src)
+    mapped = [src_path]
     if src_path.is_dir():
         if (src_path / HF_INDEX).is_file():
             obj: Any = _load_hf_sharded(src_path, trust_pickle)
+            mapped = list(src_path.glob("*.bin"))
         elif (src_path / "pytorch_model.bin").is_file():
-            obj = _load_pickle(src_path / "pytorch_model.bin", trust_pickle)
+            mapped = [src_path / "pytorch_model.bin"]
+            obj = _load_pickle(mapped[0], trust_pickle)
         else:
             raise FormatError(f"{src_path}: directory has neither {HF_INDEX} nor pytorch_model.bin")
     elif src_path.is_file():
@@ -352,7 +357,8 @@ def to_lamina(
                     "epoch": epoch if isinstance(epoch, (int, float)) else None, "extra": extra}
     files = {TRAINING_TENSORS: _shard_bytes(tensors)} if tensors else None
     return write_snapshot(dst, collected, optimizer=captured, info=info, training=training, files=files,
-                          overwrite=overwrite, durable=durable, progress=progress)
+                          overwrite=overwrite, durable=durable, progress=progress,
+                          after_shard=PageReleaser(mapped))
 
 
 def _checkpoint(art: lamina.Artifact) -> dict[str, Any]:

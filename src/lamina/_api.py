@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +114,12 @@ def write_snapshot(
     layer_of: Callable[[str], str] | None = None,
     durable: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    after_shard: Callable[[Sequence[TensorSource]], None] | None = None,
 ) -> Artifact:
     """The one writer path: every snapshot, saved or converted, is written here.
 
-    ``progress(done_bytes, total_bytes)`` is called as shards complete (progress bars).
+    ``progress(done_bytes, total_bytes)`` is called as shards complete (progress bars);
+    ``after_shard(sources)`` once a shard's sources are no longer needed.
     """
     model_info = coerce_info(info)
     training_state = coerce_training(training)
@@ -143,7 +145,8 @@ def write_snapshot(
             done[0] += nbytes
             progress(min(done[0], total), total)
 
-    with SnapshotWriter(path, overwrite=overwrite, durable=durable, on_shard=on_shard) as writer:
+    with SnapshotWriter(path, overwrite=overwrite, durable=durable, on_shard=on_shard,
+                        after_shard=after_shard) as writer:
         tensors = writer.write_shards(WEIGHTS_DIR, list(weight_layers.items()), role="weights")
         optimizer_desc = None
         if optimizer is not None:

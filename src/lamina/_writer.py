@@ -75,16 +75,20 @@ class SnapshotWriter:
             manifest that points at unwritten data.
         max_workers: shards written (and hashed) at once; peak extra memory is about this many
             layers for tensors that need a copy (GPU or non-contiguous), none otherwise.
+        on_shard: called with each written shard's size (progress).
+        after_shard: called with each written shard's sources (e.g. to drop mapped pages).
     """
 
     def __init__(self, target: str | os.PathLike[str], *, overwrite: bool = False, durable: bool = True,
-                 max_workers: int | None = None, on_shard: Callable[[int], None] | None = None) -> None:
+                 max_workers: int | None = None, on_shard: Callable[[int], None] | None = None,
+                 after_shard: Callable[[Sequence[TensorSource]], None] | None = None) -> None:
         self.target = Path(target).absolute()
         self.overwrite = overwrite
         self.durable = durable
         self.files: list[FileEntry] = []
         self.max_workers = max_workers or default_workers()
         self.on_shard = on_shard
+        self.after_shard = after_shard
         self._tmp: Path | None = None
         self._written: list[Path] = []
 
@@ -165,6 +169,8 @@ class SnapshotWriter:
             header, planned = plan_shard([(k, s.dtype.code, s.shape) for k, s in tensors])
             chunks = [header] + [by_key[e.name].buffer() for e in planned if e.nbytes]
             entry = self._stream(relpath, chunks, role)
+            if self.after_shard is not None:
+                self.after_shard([s for _, s in tensors])
             if self.on_shard is not None:
                 self.on_shard(entry.size)
             return entry, [TensorEntry(e.name, e.dtype, e.shape, e.begin, e.end, layer=layer, file=relpath)
