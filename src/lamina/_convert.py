@@ -27,7 +27,7 @@ def _converter(fmt: str) -> Any:
         raise FormatError(f"converting {fmt} needs {exc.name}: pip install 'lamina[{extra}]'") from None
 
 
-_HINTS = {"progress"}  # passed when a converter can use it, dropped silently otherwise
+_HINTS = {"progress", "report"}  # passed when a converter can use it, dropped silently otherwise
 
 
 def _call(func: Any, *args: Any, **options: Any) -> Any:

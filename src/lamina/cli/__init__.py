@@ -91,9 +91,14 @@ def verify(path: str) -> None:
 @click.option("--optimizer-index", type=int, help="Which optimizer of a checkpoint with several.")
 @click.option("--checkpoint", is_flag=True,
               help="torch output: a training checkpoint {model, optimizer, epoch, step, ...}.")
+@click.option("--onnx-template", type=click.Path(exists=True, dir_okay=False),
+              help="ONNX output: refresh the weights of this existing model (matched by name).")
+@click.option("--external-data/--no-external-data", default=None,
+              help="ONNX output: weights in DST.data (default: only above the 2 GB protobuf limit).")
 @_one_line_errors
 def convert(src: str, dst: str, from_format: str | None, to_format: str | None, overwrite: bool,
-            trust_pickle: bool, param_names: str | None, optimizer_index: int | None, checkpoint: bool) -> None:
+            trust_pickle: bool, param_names: str | None, optimizer_index: int | None, checkpoint: bool,
+            onnx_template: str | None, external_data: bool | None) -> None:
     """Convert SRC to DST between lamina, torch (.pt .pth .bin .ckpt), Keras (.keras) and ONNX (.onnx)."""
     import lamina
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -107,8 +112,9 @@ def convert(src: str, dst: str, from_format: str | None, to_format: str | None, 
         out = lamina.convert(
             src, dst, from_format=from_format, to_format=to_format, overwrite=overwrite or None,
             trust_pickle=trust_pickle or None, param_names=param_names, optimizer_index=optimizer_index,
-            checkpoint=checkpoint or None,
+            checkpoint=checkpoint or None, onnx_template=onnx_template, external_data=external_data,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            report=lambda message: click.echo(message, err=True),
         )
     click.echo(f"wrote {out}")
 
