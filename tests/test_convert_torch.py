@@ -92,6 +92,13 @@ def assert_optimizer_sd_equal(got: dict, want: dict) -> None:
                 assert got["state"][pid][slot] == value
 
 
+def data_pkl(path: Path) -> bytes:
+    """The pickle inside a torch zip checkpoint, whatever its archive folder is called."""
+    with zipfile.ZipFile(path) as zf:
+        (entry,) = [n for n in zf.namelist() if n.endswith("/data.pkl")]
+        return zf.read(entry)
+
+
 def layers_of(names: list[str]) -> list[str]:
     return list(dict.fromkeys(n.rsplit(".", 1)[0] if "." in n else n for n in names))
 
@@ -182,8 +189,7 @@ def test_plain_state_dict_round_trip(tmp_path: Path, tied_model: TiedLM, suffix:
 
     out = lamina.convert(snap, tmp_path / "out.pt")
     assert out == tmp_path / "out.pt"
-    with zipfile.ZipFile(out) as zf:
-        assert zf.read("out/data.pkl")[:2] == b"\x80\x02"  # pickle protocol 2
+    assert data_pkl(out)[:2] == b"\x80\x02"  # pickle protocol 2
     back = torch.load(out, weights_only=True)
     assert set(back) == set(sd)
     for name, t in sd.items():
@@ -202,11 +208,23 @@ def test_from_lamina_writes_pth_and_bin_too(tmp_path: Path) -> None:
     torch_pickle.to_lamina(tmp_path / "m.pt", tmp_path / "snap")
     for name in ("w.pth", "w.bin", "nested/dir/w.ckpt"):
         out = torch_pickle.from_lamina(tmp_path / "snap", tmp_path / name)
-        with zipfile.ZipFile(out) as zf:
-            assert zf.read(f"{out.stem}/data.pkl")[:2] == b"\x80\x02"
+        assert data_pkl(out)[:2] == b"\x80\x02"
         back = torch.load(out, weights_only=True)
         assert_state_dicts_equal(dict(back), sd)
     assert leftovers(tmp_path) == [] and leftovers(tmp_path / "nested" / "dir") == []
+
+
+def test_torch_output_is_laid_out_like_torch_save(tmp_path: Path) -> None:
+    """``<stem>/data.pkl``, protocol 2: the layout ``torch.save(obj, dst)`` itself produces."""
+    torch.save(make(Net, 1).state_dict(), tmp_path / "m.pt")
+    snap = lamina.convert(tmp_path / "m.pt", tmp_path / "snap")
+    for name in ("model.pt", "weights.bin"):
+        out = lamina.convert(snap, tmp_path / name)
+        with zipfile.ZipFile(out) as zf:
+            names = zf.namelist()
+            assert f"{out.stem}/data.pkl" in names, names
+            assert zf.read(f"{out.stem}/data.pkl")[:2] == b"\x80\x02"
+            assert all(n.startswith(f"{out.stem}/") for n in names), names
 
 
 # ====================================================================== 2. Hugging Face layouts
