@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from lamina._dtypes import dtype_info, numpy_dtype
 from lamina._errors import ExistsError, FormatError, NotFoundError, UnsafePathError
 from lamina._naming import check_relative_path
 from lamina._tensors import Collected, tensor_source
+from lamina._writer import atomic_file_write
 
 __all__ = ["to_lamina", "from_lamina", "OnnxExport", "GRAPH_FILE"]
 
@@ -194,15 +194,6 @@ def to_lamina(
                           overwrite=overwrite, durable=durable, progress=progress)
 
 
-def _atomic_write(dst: Path, write: Callable[[Path], None]) -> None:
-    tmp = dst.parent / f".{dst.name}.lamina-tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        write(tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def from_lamina(
     src: str | os.PathLike[str] | lamina.Artifact,
     dst: str | os.PathLike[str],
@@ -273,7 +264,6 @@ def from_lamina(
     use_external = external_data if external_data is not None else total + model.ByteSize() > PROTOBUF_LIMIT - (1 << 20)
     if not use_external and total + model.ByteSize() > PROTOBUF_LIMIT:
         raise FormatError(f"the model would be {total} bytes, over the 2 GB protobuf limit; use external data")
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
     if use_external:
         offsets: dict[str, tuple[int, int]] = {}
 
@@ -285,7 +275,7 @@ def from_lamina(
                     offsets[t.name] = (f.tell(), len(data))
                     f.write(data)
 
-        _atomic_write(data_path, write_data)
+        atomic_file_write(data_path, write_data, overwrite=overwrite)
         result.data_file = data_path
     for t in model.graph.initializer:
         for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",
@@ -300,7 +290,7 @@ def from_lamina(
         else:
             t.data_location = onnx.TensorProto.DEFAULT
             t.raw_data = arrays[t.name].tobytes()
-    _atomic_write(dst_path, lambda path: path.write_bytes(model.SerializeToString()))
+    atomic_file_write(dst_path, lambda path: path.write_bytes(model.SerializeToString()), overwrite=overwrite)
     if report is not None:
         report(result.summary())
     return result

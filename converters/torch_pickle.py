@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import secrets
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from lamina._manifest import plain_value
 from lamina._shards import plan_shard
 from lamina._tensors import collect_tensors, tensor_source
 from lamina._torch_optim import capture_state_dict, state_dict_ids
+from lamina._writer import atomic_file_write
 
 from ._memory import PageReleaser
 
@@ -70,6 +70,38 @@ def _check_zip(path: Path) -> None:
             raise FormatError(f"{path}: entry {info.filename!r} extends past the end of the file (truncated?)")
 
 
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+_SAFE_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset", "_codecs.encode",
+                  "numpy.core.multiarray._reconstruct", "numpy.dtype", "numpy.ndarray")
+
+
+def _pickle_globals(path: Path) -> list[str] | None:
+    """Globals the pickles in ``path`` reference, found by parsing opcodes (nothing is executed);
+    None when the bytes are not pickles. Legacy torch files are several pickles in a row."""
+    import pickletools
+
+    found: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            pickles = 0
+            while f.peek(1):
+                strings: list[str] = []
+                for op, arg, _ in pickletools.genops(f):
+                    if op.name in _STRING_OPS and isinstance(arg, str):
+                        strings.append(arg)
+                    elif op.name == "GLOBAL" and isinstance(arg, str):
+                        found.append(arg.replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        found.append(f"{strings[-2]}.{strings[-1]}")
+                pickles += 1
+                if pickles >= 4:  # magic, protocol, sys info, data: the legacy layout
+                    break
+    except Exception:  # pickletools raises ValueError and others on non-pickle bytes
+        if not found:
+            return None
+    return sorted(set(found))
+
+
 def _load_pickle(path: Path, trust_pickle: bool) -> Any:
     import torch
 
@@ -81,12 +113,17 @@ def _load_pickle(path: Path, trust_pickle: bool) -> Any:
     except pickle.UnpicklingError as exc:
         if trust_pickle:
             raise FormatError(f"{path}: cannot unpickle ({exc})") from None
-        needed: list[str] = []
+        needed: list[str] | None = []
         if is_zip:
             try:
                 needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
             except Exception:  # the listing is a courtesy; the refusal stands either way
                 needed = []
+        else:
+            needed = _pickle_globals(path)
+            if needed is None:
+                raise FormatError(f"{path}: not a readable torch checkpoint (neither a zip archive nor a pickle)") from None
+            needed = [g for g in needed if not g.startswith(_SAFE_PREFIXES)]
         listing = ", ".join(needed) if needed else str(exc).splitlines()[0]
         raise UnsafeInputError(
             f"{path}: refusing to unpickle: it needs Python objects outside torch's weights-only "
@@ -155,6 +192,9 @@ def _interpret(obj: Any, path: Path, optimizer_index: int | None) -> _Parsed:
         if len(states) > 1 and optimizer_index is None:
             raise FormatError(f"{path}: holds {len(states)} optimizers; lamina stores one: pass "
                               "optimizer_index=i (CLI: --optimizer-index i)")
+        if optimizer_index is not None and not 0 <= optimizer_index < len(states):
+            raise FormatError(f"{path}: optimizer_index {optimizer_index} is out of range; the checkpoint "
+                              f"holds {len(states)} optimizer(s)")
         if states:
             parsed.optimizer = states[optimizer_index or 0]
         used |= {"optimizer_states"}
@@ -411,15 +451,8 @@ def from_lamina(
     import torch
 
     art = src if isinstance(src, lamina.Artifact) else lamina.open(src)
-    dst_path = Path(dst)
-    if dst_path.exists() and not overwrite:
-        raise ExistsError(f"{dst_path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    if Path(dst).exists() and not overwrite:  # fail before reading the snapshot
+        raise ExistsError(f"{dst} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
     obj: Any = _checkpoint(art) if checkpoint else art.state_dict("pt")
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst_path.parent / f".{dst_path.name}.lamina-tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        torch.save(obj, tmp, pickle_protocol=2)  # torch's weights-only unpickler rejects protocol 4 opcodes
-        os.replace(tmp, dst_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dst_path
+    # protocol 2: torch's weights-only unpickler rejects protocol-4 opcodes
+    return atomic_file_write(dst, lambda tmp: torch.save(obj, tmp, pickle_protocol=2), overwrite=overwrite)

@@ -135,14 +135,13 @@ def write_snapshot(
             for param, slots in optimizer.tensors.items() for slot, source in slots.items()
         ])
 
-    on_shard = None
-    if progress is not None:
-        total = sum(s.nbytes for s in collected.tensors) + sum(
-            s.nbytes for slots in (optimizer.tensors.values() if optimizer else ()) for s in slots.values())
-        done = [0]
+    total = sum(s.nbytes for s in collected.tensors) + sum(
+        s.nbytes for slots in (optimizer.tensors.values() if optimizer else ()) for s in slots.values())
+    done = [0]
 
-        def on_shard(nbytes: int) -> None:
-            done[0] += nbytes
+    def on_shard(nbytes: int) -> None:
+        done[0] += nbytes
+        if progress is not None:
             progress(min(done[0], total), total)
 
     with SnapshotWriter(path, overwrite=overwrite, durable=durable, on_shard=on_shard,

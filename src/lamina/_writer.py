@@ -26,7 +26,7 @@ from ._parallel import default_workers, run_parallel
 from ._shards import plan_shard
 from ._tensors import TensorSource
 
-__all__ = ["SnapshotWriter", "INDEX_NAME", "WEIGHTS_DIR", "OPTIMIZER_DIR", "RESERVED_TOP_LEVEL"]
+__all__ = ["SnapshotWriter", "atomic_file_write", "INDEX_NAME", "WEIGHTS_DIR", "OPTIMIZER_DIR", "RESERVED_TOP_LEVEL"]
 
 INDEX_NAME = "model.safetensors.index.json"
 WEIGHTS_DIR = "weights"
@@ -62,6 +62,25 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def atomic_file_write(dst: str | os.PathLike[str], write: Callable[[Path], None], *, overwrite: bool) -> Path:
+    """Create one file atomically: ``write(tmp)`` fills a temporary file, which is renamed to
+    ``dst``; on any error it is removed and ``dst`` is untouched. The temporary file has ``dst``'s
+    own name (inside a hidden sibling directory): some writers record it (torch.save names its
+    archive's root folder after the file's stem)."""
+    dst = Path(dst)
+    if dst.exists() and not overwrite:
+        raise ExistsError(f"{dst} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = dst.parent / f".{dst.name}.lamina-tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp_dir.mkdir()
+    try:
+        write(tmp_dir / dst.name)
+        os.replace(tmp_dir / dst.name, dst)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return dst
 
 
 class SnapshotWriter:
