@@ -23,10 +23,10 @@ from typing import Any
 import lamina
 from lamina._api import write_snapshot
 from lamina._dtypes import dtype_info, numpy_dtype
-from lamina._errors import ExistsError, FormatError, NotFoundError, UnsafePathError
+from lamina._errors import FormatError, NotFoundError, UnsafePathError
 from lamina._naming import check_relative_path
 from lamina._tensors import Collected, tensor_source
-from lamina._writer import atomic_file_write
+from lamina._writer import atomic_file_write, check_file_destination
 
 __all__ = ["to_lamina", "from_lamina", "OnnxExport", "GRAPH_FILE"]
 
@@ -223,8 +223,9 @@ def from_lamina(
     art = src if isinstance(src, lamina.Artifact) else lamina.open(src)
     dst_path = Path(dst)
     data_path = dst_path.parent / f"{dst_path.name}.data"
-    if (dst_path.exists() or (external_data and data_path.exists())) and not overwrite:
-        raise ExistsError(f"{dst_path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    check_file_destination(dst_path, overwrite=overwrite)
+    if external_data:
+        check_file_destination(data_path, overwrite=overwrite)
     if onnx_template is not None:
         template = Path(onnx_template)
         model = _load_graph(template)
@@ -265,6 +266,7 @@ def from_lamina(
     if not use_external and total + model.ByteSize() > PROTOBUF_LIMIT:
         raise FormatError(f"the model would be {total} bytes, over the 2 GB protobuf limit; use external data")
     if use_external:
+        check_file_destination(data_path, overwrite=overwrite)  # also when chosen for size
         offsets: dict[str, tuple[int, int]] = {}
 
         def write_data(path: Path) -> None:

@@ -23,12 +23,12 @@ from typing import Any
 
 import lamina
 from lamina._api import write_snapshot
-from lamina._errors import ExistsError, FormatError, NotFoundError, StateMismatchError, UnsafeInputError
+from lamina._errors import FormatError, NotFoundError, StateMismatchError, UnsafeInputError
 from lamina._manifest import plain_value
 from lamina._shards import plan_shard
 from lamina._tensors import collect_tensors, tensor_source
 from lamina._torch_optim import capture_state_dict, state_dict_ids
-from lamina._writer import atomic_file_write
+from lamina._writer import atomic_file_write, check_file_destination
 
 from ._memory import PageReleaser
 
@@ -451,8 +451,7 @@ def from_lamina(
     import torch
 
     art = src if isinstance(src, lamina.Artifact) else lamina.open(src)
-    if Path(dst).exists() and not overwrite:  # fail before reading the snapshot
-        raise ExistsError(f"{dst} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    check_file_destination(dst, overwrite=overwrite)  # fail before reading the snapshot
     obj: Any = _checkpoint(art) if checkpoint else art.state_dict("pt")
     # protocol 2: torch's weights-only unpickler rejects protocol-4 opcodes
     return atomic_file_write(dst, lambda tmp: torch.save(obj, tmp, pickle_protocol=2), overwrite=overwrite)

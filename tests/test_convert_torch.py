@@ -622,6 +622,20 @@ def test_ambiguous_optimizer_needs_param_names(tmp_path: Path) -> None:
     assert_models_equal(model, fresh, net_batch(96)[0])
 
 
+def test_explicit_param_names_that_disagree_with_the_state_shapes_are_refused(tmp_path: Path) -> None:
+    """Names given by hand get the same shape check as names found by alignment: a momentum
+    buffer of shape [4, 16] must not be filed under a [4] bias (that snapshot would only fail
+    later, mid-training, after ``load_optimizer``)."""
+    model = make(Net, 8)
+    opt = torch.optim.SGD(model.fc2.parameters(), lr=0.05, momentum=0.9)
+    train(model, opt, range(N_BEFORE))
+    src = tmp_path / "c.pt"
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, src)
+    with pytest.raises(lamina.StateMismatchError):
+        torch_pickle.to_lamina(src, tmp_path / "snap", param_names=["fc2.bias", "fc2.weight"])
+    assert not (tmp_path / "snap").exists() and leftovers(tmp_path) == []
+
+
 # ====================================================================== 6. safety / bad input
 def check_refused(tmp_path: Path, src: Path, error: type, *needles: str, cli_needles: tuple[str, ...] = (),
                   sentinel: Path | None = None, **options: Any) -> str:

@@ -26,7 +26,7 @@ from ._parallel import default_workers, run_parallel
 from ._shards import plan_shard
 from ._tensors import TensorSource
 
-__all__ = ["SnapshotWriter", "atomic_file_write", "INDEX_NAME", "WEIGHTS_DIR", "OPTIMIZER_DIR", "RESERVED_TOP_LEVEL"]
+__all__ = ["SnapshotWriter", "atomic_file_write", "check_file_destination", "INDEX_NAME", "WEIGHTS_DIR", "OPTIMIZER_DIR", "RESERVED_TOP_LEVEL"]
 
 INDEX_NAME = "model.safetensors.index.json"
 WEIGHTS_DIR = "weights"
@@ -64,15 +64,31 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a path component is a file, or no permission
+        raise ExistsError(f"cannot create the directory {path.parent}: {exc.strerror}") from None
+
+
+def check_file_destination(dst: str | os.PathLike[str], *, overwrite: bool) -> Path:
+    """Refuse a destination file that exists (unless ``overwrite``) or is not a regular file."""
+    dst = Path(dst)
+    if dst.exists() or dst.is_symlink():
+        if not overwrite:
+            raise ExistsError(f"{dst} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+        if not dst.is_file() or dst.is_symlink():
+            raise ExistsError(f"{dst} exists and is not a regular file; refusing to replace it")
+    _make_parent(dst)
+    return dst
+
+
 def atomic_file_write(dst: str | os.PathLike[str], write: Callable[[Path], None], *, overwrite: bool) -> Path:
     """Create one file atomically: ``write(tmp)`` fills a temporary file, which is renamed to
     ``dst``; on any error it is removed and ``dst`` is untouched. The temporary file has ``dst``'s
     own name (inside a hidden sibling directory): some writers record it (torch.save names its
     archive's root folder after the file's stem)."""
-    dst = Path(dst)
-    if dst.exists() and not overwrite:
-        raise ExistsError(f"{dst} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst = check_file_destination(dst, overwrite=overwrite)
     tmp_dir = dst.parent / f".{dst.name}.lamina-tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp_dir.mkdir()
     try:
@@ -114,7 +130,7 @@ class SnapshotWriter:
     # -------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> SnapshotWriter:
         self._check_target()
-        self.target.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(self.target)
         self._sweep_stale()
         self._tmp = self.target.parent / f".{self.target.name}.lamina-tmp-{os.getpid()}-{secrets.token_hex(4)}"
         self._tmp.mkdir()
