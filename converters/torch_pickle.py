@@ -237,22 +237,29 @@ def _names_from_model(opt_sd: Any, model: Mapping[str, Any], where: str) -> list
             continue
         seen_storage.add(key)
         candidates.append(name)
-    hint = ("pass param_names (CLI: --param-names FILE, a JSON list of names in optimizer id order) "
-            "or save param_names with the optimizer (torch >= 2.5 does so when built from named_parameters())")
     if len(candidates) != len(ids):
         raise StateMismatchError(f"{where}: cannot tell which model tensors the optimizer's {len(ids)} parameters "
-                                 f"are (the model has {len(candidates)} candidate parameters); {hint}")
-    for position, (pid, name) in enumerate(zip(ids, candidates)):
-        import torch
+                                 f"are (the model has {len(candidates)} candidate parameters); {_NAMES_HINT}")
+    return _check_shapes(opt_sd, candidates, model, where)
 
+
+_NAMES_HINT = ("pass param_names (CLI: --param-names FILE, a JSON list of names in optimizer id order) "
+               "or save param_names with the optimizer (torch >= 2.5 does so when built from named_parameters())")
+
+
+def _check_shapes(opt_sd: Any, names: list[str], model: Mapping[str, Any], where: str) -> list[str]:
+    """Every tensor slot of parameter i must have the shape of the model tensor named names[i]."""
+    import torch
+
+    for position, (pid, name) in enumerate(zip(state_dict_ids(opt_sd, where), names)):
         state = opt_sd["state"].get(pid, {})
         values = state.values() if isinstance(state, Mapping) else ()
         shapes = {tuple(v.shape) for v in values if isinstance(v, torch.Tensor) and v.dim() > 0}
         if shapes and shapes != {tuple(model[name].shape)}:
             raise StateMismatchError(f"{where}: parameter #{position} (id {pid!r}) has state of shape "
-                                     f"{sorted(shapes)} but the aligned model tensor {name!r} is "
-                                     f"{list(model[name].shape)}; {hint}")
-    return candidates
+                                     f"{sorted(shapes)} but its name {name!r} is a model tensor of shape "
+                                     f"{list(model[name].shape)}; {_NAMES_HINT}")
+    return names
 
 
 def _param_names(opt_sd: Any, model: Mapping[str, Any], explicit: Any, where: str) -> list[str]:
@@ -271,12 +278,12 @@ def _param_names(opt_sd: Any, model: Mapping[str, Any], explicit: Any, where: st
         if len(names) != len(ids) or not all(isinstance(n, str) and n in model for n in names):
             raise StateMismatchError(f"{where}: param_names must name a model tensor for each of the "
                                      f"{len(ids)} optimizer parameters (in id order)")
-        return names
+        return _check_shapes(opt_sd, names, model, where)
     recorded = [g.get("param_names") for g in opt_sd["param_groups"]]
     if all(isinstance(r, list) for r in recorded):
         names = [n for r in recorded for n in r]
         if len(names) == len(ids) and all(n in model for n in names):
-            return names
+            return _check_shapes(opt_sd, names, model, where)
     return _names_from_model(opt_sd, model, where)
 
 
