@@ -152,6 +152,17 @@ class Artifact:
         restore_optimizer(self._manifest.optimizer, optimizer, module,
                           lambda entries: self._reader.read(entries, "pt"))
 
+    def optimizer_state(self, framework: str = "pt") -> dict[str, dict[str, Any]]:
+        """Optimizer state by parameter name: ``{param: {slot: tensor or scalar}}`` (framework-neutral,
+        e.g. for converters); parameters without state are absent."""
+        info = self._manifest.optimizer
+        if info is None:
+            raise StateMismatchError(f"{self.location} holds no optimizer state")
+        entries = [t for s in info.state for t in s.tensors.values()]
+        tensors = self._reader.read(entries, normalize_framework(framework))
+        return {s.param: {**{slot: tensors[t.name] for slot, t in s.tensors.items()},
+                          **{slot: scalar.value for slot, scalar in s.scalars.items()}} for s in info.state}
+
     def optimizer_state_dict(self) -> dict[str, Any]:
         """The optimizer state as a torch ``Optimizer.state_dict()`` (ids in the saved group
         order, ``param_names`` recorded), e.g. for ``torch.save`` or an optimizer built in that order.

@@ -1,0 +1,420 @@
+"""Keras ``.keras`` archives (and legacy full-model ``.h5``) <-> lamina snapshots.
+
+Reading needs only ``zipfile`` and ``h5py`` — never TensorFlow. Tensors are named by the real
+Keras names along the object path (``sub/dense/kernel``, ``lstm/lstm_cell/recurrent_kernel``),
+so a layer (everything before the last ``/``) is a Keras layer. The archive's ``config.json``,
+``metadata.json`` and assets are kept under ``keras/``, with ``keras/layout.json`` recording the
+HDF5 tree (groups, attributes, dataset paths and dtypes), so the exported archive has exactly the
+structure Keras wrote. Optimizer variables (iteration, learning rate, then k slot variables per
+trainable variable in the model's traversal order) are regrouped by parameter name.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lamina
+from lamina._api import write_snapshot
+from lamina._errors import FormatError, NotFoundError, UnsafeInputError
+from lamina._tensors import Collected, tensor_source
+from lamina._torch_optim import CapturedOptimizer
+from lamina._writer import atomic_file_write, check_file_destination
+
+__all__ = ["to_lamina", "from_lamina"]
+
+PREFIX = "keras/"
+LAYOUT = "keras/layout.json"
+MAX_ENTRY_BYTES = 64 << 30
+MAX_RATIO = 100  # uncompressed/compressed: more than this is treated as a zip bomb
+VAR_NAMES = {
+    "Dense": ["kernel", "bias"], "EinsumDense": ["kernel", "bias"], "Conv1D": ["kernel", "bias"],
+    "Conv2D": ["kernel", "bias"], "Conv3D": ["kernel", "bias"], "Conv1DTranspose": ["kernel", "bias"],
+    "Conv2DTranspose": ["kernel", "bias"], "Conv3DTranspose": ["kernel", "bias"],
+    "DepthwiseConv2D": ["kernel", "bias"], "SeparableConv2D": ["depthwise_kernel", "pointwise_kernel", "bias"],
+    "Embedding": ["embeddings"], "BatchNormalization": ["gamma", "beta", "moving_mean", "moving_variance"],
+    "LayerNormalization": ["gamma", "beta"], "GroupNormalization": ["gamma", "beta"],
+    "LSTMCell": ["kernel", "recurrent_kernel", "bias"], "GRUCell": ["kernel", "recurrent_kernel", "bias"],
+    "SimpleRNNCell": ["kernel", "recurrent_kernel", "bias"],
+}
+CELL_OF = {"LSTM": "LSTMCell", "GRU": "GRUCell", "SimpleRNN": "SimpleRNNCell"}
+NON_TRAINABLE_TAIL = {"BatchNormalization": 2}  # moving_mean, moving_variance
+SLOTS = {"Adam": ["momentum", "velocity"], "AdamW": ["momentum", "velocity"], "Adamax": ["m", "u"],
+         "Nadam": ["momentum", "velocity"], "SGD": ["momentum"], "RMSprop": ["velocity"],
+         "Adagrad": ["accumulator"]}
+
+
+# ------------------------------------------------------------------------------------ reading
+def _read_zip(path: Path) -> dict[str, bytes]:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FormatError(f"{path}: not a readable .keras archive ({exc})") from None
+    out = {}
+    with zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            ratio = info.file_size / max(info.compress_size, 1)
+            if info.file_size > MAX_ENTRY_BYTES or (ratio > MAX_RATIO and info.file_size > 1 << 20):
+                raise FormatError(f"{path}: entry {info.filename!r} would expand to {info.file_size} bytes "
+                                  f"({ratio:.0f}x); refusing a possible zip bomb")
+            if info.filename.startswith("/") or ".." in info.filename.split("/"):
+                raise FormatError(f"{path}: unsafe entry name {info.filename!r}")
+            try:
+                with zf.open(info) as member:
+                    data = member.read(info.file_size + 1)
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+                raise FormatError(f"{path}: entry {info.filename!r} is corrupt ({exc})") from None
+            if len(data) != info.file_size:
+                raise FormatError(f"{path}: entry {info.filename!r} is not the size its header says")
+            out[info.filename] = data
+    return out
+
+
+def _walk_config(config: Any, where: str) -> None:
+    """Refuse configs that only load by running code (Lambda layers carry Python bytecode)."""
+    if isinstance(config, dict):
+        if config.get("class_name") in ("Lambda", "TFOpLambda"):
+            name = config.get("config", {}).get("name", "?") if isinstance(config.get("config"), dict) else "?"
+            raise UnsafeInputError(f"{where}: layer {name!r} is a {config['class_name']} layer, whose "
+                                   "function is Python bytecode; Keras refuses it with safe_mode=True and "
+                                   "so does lamina. Replace it with a registered custom layer.")
+        for value in config.values():
+            _walk_config(value, where)
+    elif isinstance(config, list):
+        for value in config:
+            _walk_config(value, where)
+
+
+def _layer_classes(config: Any, out: dict[str, dict[str, Any]]) -> None:
+    """Every layer config by name (nested models included)."""
+    if isinstance(config, dict):
+        inner = config.get("config")
+        if isinstance(inner, dict) and isinstance(inner.get("name"), str) and "class_name" in config:
+            out.setdefault(inner["name"], config)
+        for value in config.values():
+            _layer_classes(value, out)
+    elif isinstance(config, list):
+        for value in config:
+            _layer_classes(value, out)
+
+
+def _attr(value: Any) -> Any:
+    """h5py attribute -> JSON-able value."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def _dataset_array(ds: Any) -> Any:
+    import numpy as np
+
+    if ds.attrs.get("dtype") == "bfloat16" or (ds.dtype.kind == "V" and ds.dtype.itemsize == 2):
+        import ml_dtypes
+
+        return np.frombuffer(ds[()].tobytes(), dtype=ml_dtypes.bfloat16).reshape(ds.shape)
+    if ds.dtype.kind not in "biufc":
+        raise FormatError(f"dataset {ds.name}: HDF5 type {ds.dtype} is not supported")
+    return np.asarray(ds[()])
+
+
+def _var_names(cls: str, config: Mapping[str, Any], count: int) -> list[str]:
+    table = VAR_NAMES.get(cls, [])
+    if count == len(table) or (count < len(table) and config.get("use_bias") is False and count == len(table) - 1):
+        return table[:count]
+    return [str(i) for i in range(count)]
+
+
+class _H5Reader:
+    """Walks ``model.weights.h5`` in the model's traversal order."""
+
+    def __init__(self, h5: Any, layers: dict[str, dict[str, Any]]) -> None:
+        import h5py
+
+        self.h5, self.layers = h5, layers
+        self._dataset_type = h5py.Dataset
+        self.tensors: list[tuple[str, Any]] = []  # (name, array) in traversal order
+        self.trainable: list[str] = []
+        self.paths: dict[str, str] = {}  # dataset path -> tensor name
+
+    def _vars(self, group: Any) -> list[Any]:
+        vars_group = group.get("vars")
+        if vars_group is None:
+            return []
+        keys = [k for k in vars_group if isinstance(vars_group[k], self._dataset_type)]
+        return [vars_group[k] for k in sorted(keys, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))]
+
+    def walk(self, group: Any, prefix: list[str], trainable: bool) -> None:
+        import h5py
+
+        name = _attr(group["vars"].attrs.get("name")) if "vars" in group else None
+        config = self.layers.get(name, {}) if name else {}
+        cls = config.get("class_name", "")
+        inner = config.get("config", {}) if isinstance(config.get("config"), dict) else {}
+        trainable = trainable and inner.get("trainable", True) is not False
+        path = prefix + ([name] if name and group.name != "/" else [])
+        datasets = self._vars(group)
+        names = _var_names(cls, inner, len(datasets))
+        n_trainable = len(datasets) - NON_TRAINABLE_TAIL.get(cls, 0) if trainable else 0
+        for i, (ds, var) in enumerate(zip(datasets, names)):
+            tensor = "/".join(path + [var])
+            self.tensors.append((tensor, _dataset_array(ds)))
+            self.paths[ds.name.lstrip("/")] = tensor
+            if i < n_trainable:
+                self.trainable.append(tensor)
+        root = group.name == "/"  # at the root, "optimizer" and friends are not parts of the model
+        children = [] if root else [k for k in group if k not in ("vars", "layers") and isinstance(group[k], h5py.Group)]
+        for key in children:  # sub-objects such as an RNN's cell
+            child = group[key]
+            if "vars" in child and cls in CELL_OF:
+                child_name = _attr(child["vars"].attrs.get("name"))
+                self.layers.setdefault(child_name, {"class_name": CELL_OF[cls], "config": {}})
+            self.walk(child, path, trainable)
+        if "layers" in group:
+            ordered = self._ordered_children(group["layers"], inner)
+            for child in ordered:
+                self.walk(child, path, trainable)
+
+    def _ordered_children(self, container: Any, config: Mapping[str, Any]) -> list[Any]:
+        """Child layer groups in the config's layer order (the order Keras traverses them)."""
+        by_name = {}
+        for key in container:
+            child = container[key]
+            if "vars" in child:
+                by_name[_attr(child["vars"].attrs.get("name"))] = child
+        order = [layer.get("config", {}).get("name") for layer in config.get("layers", []) if isinstance(layer, dict)]
+        ordered = [by_name.pop(n) for n in order if n in by_name]
+        return ordered + [by_name[n] for n in sorted(by_name)]  # anything the config does not list
+
+
+def _layout(h5: Any) -> dict[str, Any]:
+    import h5py
+
+    groups, datasets = [], []
+
+    def visit(name: str, obj: Any) -> None:
+        attrs = {k: _attr(v) for k, v in obj.attrs.items()}
+        if isinstance(obj, h5py.Group):
+            groups.append({"path": name, "attrs": attrs})
+        else:
+            datasets.append({"path": name, "dtype": obj.dtype.str, "shape": list(obj.shape), "attrs": attrs})
+
+    groups.append({"path": "", "attrs": {k: _attr(v) for k, v in h5.attrs.items()}})
+    h5.visititems(visit)
+    return {"groups": groups, "datasets": datasets}
+
+
+def _optimizer(h5: Any, reader: _H5Reader, compile_config: Any, where: str) -> tuple[CapturedOptimizer, dict[str, str]]:
+    """Regroup ``optimizer/vars/N`` by parameter; returns the capture and dataset path -> role."""
+    group = h5["optimizer"]["vars"]
+    variables = [group[k] for k in sorted(group, key=lambda k: int(k) if k.isdigit() else -1)]
+    spec = (compile_config or {}).get("optimizer") if isinstance(compile_config, dict) else None
+    cls = spec.get("class_name", "") if isinstance(spec, dict) else ""
+    opt_config = spec.get("config", {}) if isinstance(spec, dict) else {}
+    if opt_config.get("use_ema") or opt_config.get("gradient_accumulation_steps"):
+        raise FormatError(f"{where}: optimizers with EMA or gradient accumulation are not supported yet; "
+                          "convert with include_optimizer=False")
+    head = ["iteration"] + (["learning_rate"] if isinstance(opt_config.get("learning_rate"), (int, float)) else [])
+    params = reader.trainable
+    slots = SLOTS.get(cls)
+    count = len(variables) - len(head)
+    if slots is not None and cls in ("Adam", "AdamW", "Nadam", "Adamax") and opt_config.get("amsgrad"):
+        slots = slots + ["velocity_hat"]
+    if slots is None or (params and count % len(params)) or (params and count // len(params) != len(slots)):
+        per = count // len(params) if params and count % len(params) == 0 else None
+        if per is None:
+            raise FormatError(f"{where}: cannot align {len(variables)} optimizer variables with {len(params)} "
+                              "trainable variables; convert with include_optimizer=False")
+        slots = [f"slot{i}" for i in range(per)]
+    arrays = {tensor: array for tensor, array in reader.tensors}
+    captured = CapturedOptimizer(class_name=f"keras.optimizers.{cls or 'Optimizer'}", groups=[])
+    roles: dict[str, str] = {}
+    hyper = {k: v for k, v in opt_config.items() if isinstance(v, (bool, int, float, str)) or v is None}
+    for i, role in enumerate(head):
+        value = variables[i][()]
+        hyper[f"{role}_value"] = value.item()
+        hyper[f"{role}_dtype"] = variables[i].dtype.str
+        roles[variables[i].name.lstrip("/")] = f"$global/{role}"
+    captured.groups.append((list(params), hyper))
+    position = len(head)
+    for param in params:
+        for slot in slots:
+            ds = variables[position]
+            position += 1
+            array = _dataset_array(ds)
+            if array.shape != arrays[param].shape:
+                raise FormatError(f"{where}: optimizer variable {ds.name} has shape {array.shape}, but the aligned "
+                                  f"parameter {param!r} is {arrays[param].shape}; convert with include_optimizer=False")
+            source, _ = tensor_source(f"{param}/{slot}", array)
+            captured.tensors.setdefault(param, {})[slot] = source
+            roles[ds.name.lstrip("/")] = f"{param}\x00{slot}"
+    captured.slots = list(slots)
+    return captured, roles
+
+
+def _read_legacy_h5(path: Path) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+    """Weights of a legacy full-model .h5 (``model_weights/<layer>`` with ``weight_names``)."""
+    import h5py
+
+    tensors = []
+    with h5py.File(path, "r") as h5:
+        if "model_weights" not in h5:
+            raise FormatError(f"{path}: an HDF5 file without model_weights; not a Keras model")
+        root = h5["model_weights"]
+        for layer in root.attrs.get("layer_names", []):
+            group = root[_attr(layer)]
+            for weight in group.attrs.get("weight_names", []):
+                name = _attr(weight)
+                tensors.append((name, _dataset_array(group[name])))
+        meta = {k: _attr(v) for k, v in h5.attrs.items() if k in ("keras_version", "backend")}
+        meta["model_config"] = json.loads(_attr(h5.attrs["model_config"])) if "model_config" in h5.attrs else None
+    return tensors, meta
+
+
+def to_lamina(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    include_optimizer: bool = True,
+    info: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    durable: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> lamina.Artifact:
+    """Convert a ``.keras`` archive (or a legacy full-model ``.h5``) to a snapshot, without TensorFlow.
+
+    Args:
+        include_optimizer: regroup the saved optimizer variables by parameter (default).
+    """
+    import h5py
+
+    src_path = Path(src)
+    if not src_path.is_file():
+        raise NotFoundError(f"{src_path}: no such file")
+    with open(src_path, "rb") as f:
+        legacy = f.read(8) == b"\x89HDF\r\n\x1a\n"
+    files: dict[str, Any] = {}
+    captured = None
+    if legacy:
+        try:
+            tensors, meta = _read_legacy_h5(src_path)
+        except OSError as exc:
+            raise FormatError(f"{src_path}: unreadable HDF5 ({exc})") from None
+        _walk_config(meta.get("model_config"), str(src_path))
+        files[f"{PREFIX}legacy.json"] = meta
+    else:
+        entries = _read_zip(src_path)
+        if "config.json" not in entries or "model.weights.h5" not in entries:
+            raise FormatError(f"{src_path}: a .keras archive needs config.json and model.weights.h5 "
+                              f"(found {sorted(entries)[:8]})")
+        try:
+            config = json.loads(entries["config.json"])
+        except ValueError as exc:
+            raise FormatError(f"{src_path}: config.json is not JSON ({exc})") from None
+        _walk_config(config, f"{src_path}: config.json")
+        layers: dict[str, dict[str, Any]] = {}
+        _layer_classes(config, layers)
+        try:
+            h5 = h5py.File(io.BytesIO(entries["model.weights.h5"]), "r")
+        except OSError as exc:
+            raise FormatError(f"{src_path}: model.weights.h5 is not HDF5 ({exc})") from None
+        with h5:
+            reader = _H5Reader(h5, layers)
+            reader.walk(h5, [], True)
+            tensors = reader.tensors
+            layout = _layout(h5)
+            roles: dict[str, str] = {}
+            if include_optimizer and "optimizer" in h5 and "vars" in h5["optimizer"]:
+                captured, roles = _optimizer(h5, reader, config.get("compile_config"), f"{src_path}")
+            for ds in layout["datasets"]:
+                ds["tensor"] = reader.paths.get(ds["path"])
+                ds["optimizer"] = roles.get(ds["path"])
+        files[LAYOUT] = layout
+        for name, data in entries.items():
+            if name != "model.weights.h5":
+                files[PREFIX + name] = data
+    names = [n for n, _ in tensors]
+    if len(set(names)) != len(names):
+        raise FormatError(f"{src_path}: two weights map to the same name")
+    collected = Collected([tensor_source(n, a)[0] for n, a in tensors], {}, {"name": "keras", "version": "3"})
+    return write_snapshot(dst, collected, optimizer=captured, info=info or {"name": src_path.stem}, files=files,
+                          layer_of=lambda n: n.rpartition("/")[0] or n, overwrite=overwrite, durable=durable,
+                          progress=progress)
+
+
+# ------------------------------------------------------------------------------------ writing
+def _h5_bytes(art: lamina.Artifact, layout: Mapping[str, Any]) -> bytes:
+    import h5py
+    import numpy as np
+
+    optimizer = art.optimizer_state(framework="np") if art.optimizer is not None else {}
+    hyper = dict(art.optimizer.param_groups[0].hyperparameters) if art.optimizer is not None else {}
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        for group in layout["groups"]:
+            target = h5 if group["path"] == "" else h5.require_group(group["path"])
+            for key, value in group["attrs"].items():
+                target.attrs[key] = value
+        for ds in layout["datasets"]:
+            dtype = np.dtype(ds["dtype"])
+            role = ds.get("optimizer")
+            if ds.get("tensor"):
+                data = art.tensor(ds["tensor"], framework="np")
+            elif role and role.startswith("$global/"):
+                key = role.split("/", 1)[1]
+                data = np.array(hyper[f"{key}_value"], dtype=np.dtype(hyper[f"{key}_dtype"]))
+            elif role:
+                param, slot = role.split("\x00")
+                data = optimizer[param][slot]
+            else:
+                raise FormatError(f"{art.location}: no data for Keras weight {ds['path']!r}")
+            raw = np.ascontiguousarray(data)
+            out = h5.create_dataset(ds["path"], shape=tuple(ds["shape"]), dtype=dtype)
+            out[()] = np.frombuffer(raw.tobytes(), dtype=dtype).reshape(ds["shape"])
+            for key, value in ds["attrs"].items():
+                out.attrs[key] = value
+    return buffer.getvalue()
+
+
+def from_lamina(
+    src: str | os.PathLike[str] | lamina.Artifact,
+    dst: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a ``.keras`` archive from a snapshot converted from Keras.
+
+    The result loads with ``keras.models.load_model(dst)`` (safe mode on) and predicts bitwise
+    like the original; with optimizer state, training continues identically.
+    """
+    art = src if isinstance(src, lamina.Artifact) else lamina.open(src)
+    check_file_destination(dst, overwrite=overwrite)
+    missing = [f for f in (f"{PREFIX}config.json", LAYOUT) if f not in art.files]
+    if missing:
+        raise FormatError(f"{art.location} has no Keras architecture ({', '.join(missing)} missing): it was not "
+                          "converted from a .keras archive, and lamina cannot invent a Keras model config for it")
+    layout = json.loads(art.read_file(LAYOUT))
+    weights = _h5_bytes(art, layout)
+    extra = [f for f in art.files if f.startswith(PREFIX) and f not in (LAYOUT, f"{PREFIX}legacy.json")]
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for name in ("metadata.json", "config.json"):
+                if f"{PREFIX}{name}" in art.files:
+                    zf.writestr(name, art.read_file(f"{PREFIX}{name}"))
+            zf.writestr("model.weights.h5", weights)
+            for name in extra:
+                inner = name[len(PREFIX):]
+                if inner not in ("metadata.json", "config.json"):
+                    zf.writestr(inner, art.read_file(name))
+
+    return atomic_file_write(dst, write, overwrite=overwrite)
+
