@@ -21,7 +21,7 @@ from typing import Any
 
 import lamina
 from lamina._api import write_snapshot
-from lamina._errors import FormatError, NotFoundError, UnsafeInputError
+from lamina._errors import FormatError, LaminaError, NotFoundError, UnsafeInputError
 from lamina._tensors import Collected, tensor_source
 from lamina._torch_optim import CapturedOptimizer
 from lamina._writer import atomic_file_write, check_file_destination
@@ -92,19 +92,6 @@ def _walk_config(config: Any, where: str) -> None:
             _walk_config(value, where)
 
 
-def _layer_classes(config: Any, out: dict[str, dict[str, Any]]) -> None:
-    """Every layer config by name (nested models included)."""
-    if isinstance(config, dict):
-        inner = config.get("config")
-        if isinstance(inner, dict) and isinstance(inner.get("name"), str) and "class_name" in config:
-            out.setdefault(inner["name"], config)
-        for value in config.values():
-            _layer_classes(value, out)
-    elif isinstance(config, list):
-        for value in config:
-            _layer_classes(value, out)
-
-
 def _attr(value: Any) -> Any:
     """h5py attribute -> JSON-able value."""
     if isinstance(value, bytes):
@@ -126,41 +113,64 @@ def _dataset_array(ds: Any) -> Any:
     return np.asarray(ds[()])
 
 
-def _var_names(cls: str, config: Mapping[str, Any], count: int) -> list[str]:
-    table = VAR_NAMES.get(cls, [])
-    if count == len(table) or (count < len(table) and config.get("use_bias") is False and count == len(table) - 1):
-        return table[:count]
-    return [str(i) for i in range(count)]
+def _var_names(cls: str, inner: Mapping[str, Any], count: int) -> list[str]:
+    """Variable names of a layer from its class and config; indices when the layout is unknown."""
+    if cls == "BatchNormalization":
+        names = (["gamma"] if inner.get("scale", True) else []) + (["beta"] if inner.get("center", True) else [])
+        names += ["moving_mean", "moving_variance"]
+    elif cls in ("LayerNormalization", "GroupNormalization"):
+        names = (["gamma"] if inner.get("scale", True) else []) + (["beta"] if inner.get("center", True) else [])
+    else:
+        names = [n for n in VAR_NAMES.get(cls, []) if n != "bias" or inner.get("use_bias", True) is not False]
+    return names if len(names) == count else [str(i) for i in range(count)]
+
+
+# Sub-objects whose traversal order Keras fixes (attribute creation order); any other layer with
+# several variable-holding sub-objects has an order lamina cannot know, so its optimizer state is
+# not regrouped (weights still convert).
+_CHILD_ORDER = ("forward_layer", "backward_layer", "cell", "query_dense", "key_dense", "value_dense", "output_dense")
+_EINSUM_CHILDREN = {"query_dense", "key_dense", "value_dense", "output_dense"}  # MultiHeadAttention
+
+
+def _has_datasets(group: Any) -> bool:
+    import h5py
+
+    found = []
+    group.visititems(lambda _, obj: found.append(1) if isinstance(obj, h5py.Dataset) else None)
+    return bool(found)
 
 
 class _H5Reader:
-    """Walks ``model.weights.h5`` in the model's traversal order."""
+    """Walks ``model.weights.h5`` in the model's traversal order, with each layer's own config."""
 
-    def __init__(self, h5: Any, layers: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, h5: Any, where: str) -> None:
         import h5py
 
-        self.h5, self.layers = h5, layers
+        self.h5, self.where = h5, where
         self._dataset_type = h5py.Dataset
         self.tensors: list[tuple[str, Any]] = []  # (name, array) in traversal order
         self.trainable: list[str] = []
         self.paths: dict[str, str] = {}  # dataset path -> tensor name
+        self.ambiguous: list[str] = []  # layers whose sub-object order is unknown
 
     def _vars(self, group: Any) -> list[Any]:
         vars_group = group.get("vars")
         if vars_group is None:
             return []
+        if isinstance(vars_group, self._dataset_type):
+            raise FormatError(f"{self.where}: {vars_group.name} is a dataset; Keras stores a group of variables there")
         keys = [k for k in vars_group if isinstance(vars_group[k], self._dataset_type)]
         return [vars_group[k] for k in sorted(keys, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))]
 
-    def walk(self, group: Any, prefix: list[str], trainable: bool) -> None:
+    def walk(self, group: Any, prefix: list[str], trainable: bool, config: Mapping[str, Any]) -> None:
         import h5py
 
         name = _attr(group["vars"].attrs.get("name")) if "vars" in group else None
-        config = self.layers.get(name, {}) if name else {}
-        cls = config.get("class_name", "")
-        inner = config.get("config", {}) if isinstance(config.get("config"), dict) else {}
+        cls = config.get("class_name", "") if isinstance(config, Mapping) else ""
+        inner = config.get("config", {}) if isinstance(config, Mapping) and isinstance(config.get("config"), dict) else {}
         trainable = trainable and inner.get("trainable", True) is not False
-        path = prefix + ([name] if name and group.name != "/" else [])
+        root = group.name == "/"  # at the root, "optimizer" and friends are not parts of the model
+        path = prefix + ([name] if name and not root else [])
         datasets = self._vars(group)
         names = _var_names(cls, inner, len(datasets))
         n_trainable = len(datasets) - NON_TRAINABLE_TAIL.get(cls, 0) if trainable else 0
@@ -170,29 +180,41 @@ class _H5Reader:
             self.paths[ds.name.lstrip("/")] = tensor
             if i < n_trainable:
                 self.trainable.append(tensor)
-        root = group.name == "/"  # at the root, "optimizer" and friends are not parts of the model
-        children = [] if root else [k for k in group if k not in ("vars", "layers") and isinstance(group[k], h5py.Group)]
-        for key in children:  # sub-objects such as an RNN's cell
-            child = group[key]
-            if "vars" in child and cls in CELL_OF:
-                child_name = _attr(child["vars"].attrs.get("name"))
-                self.layers.setdefault(child_name, {"class_name": CELL_OF[cls], "config": {}})
-            self.walk(child, path, trainable)
+        keys = [] if root else [k for k in group if k not in ("vars", "layers") and isinstance(group[k], h5py.Group)]
+        known = [k for k in _CHILD_ORDER if k in keys]
+        unknown = sorted(k for k in keys if k not in _CHILD_ORDER)
+        holders = [k for k in keys if _has_datasets(group[k])]
+        if len(holders) > 1 and any(k in unknown for k in holders):
+            self.ambiguous.append("/".join(path) or group.name)
+        for key in known + unknown:  # sub-objects: an RNN's cell, a Bidirectional's two layers, ...
+            child_config: Any = {}
+            if key == "cell":
+                child_config = {"class_name": CELL_OF.get(cls, ""), "config": {}}
+            elif key == "forward_layer":
+                child_config = inner.get("layer", {})
+            elif key == "backward_layer":
+                child_config = inner.get("backward_layer") or inner.get("layer", {})
+            elif key in _EINSUM_CHILDREN:
+                child_config = {"class_name": "EinsumDense", "config": {"use_bias": inner.get("use_bias", True)}}
+            self.walk(group[key], path, trainable, child_config)
         if "layers" in group:
-            ordered = self._ordered_children(group["layers"], inner)
-            for child in ordered:
-                self.walk(child, path, trainable)
+            for child, child_config in self._ordered_children(group["layers"], inner):
+                self.walk(child, path, trainable, child_config)
 
-    def _ordered_children(self, container: Any, config: Mapping[str, Any]) -> list[Any]:
-        """Child layer groups in the config's layer order (the order Keras traverses them)."""
+    def _ordered_children(self, container: Any, inner: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+        """Child layer groups with their configs, in the config's layer order (Keras's order)."""
         by_name = {}
         for key in container:
             child = container[key]
             if "vars" in child:
                 by_name[_attr(child["vars"].attrs.get("name"))] = child
-        order = [layer.get("config", {}).get("name") for layer in config.get("layers", []) if isinstance(layer, dict)]
-        ordered = [by_name.pop(n) for n in order if n in by_name]
-        return ordered + [by_name[n] for n in sorted(by_name)]  # anything the config does not list
+        layers = inner.get("layers", []) if isinstance(inner.get("layers"), list) else []
+        ordered = []
+        for layer in layers:
+            layer_name = layer.get("config", {}).get("name") if isinstance(layer, dict) and isinstance(layer.get("config"), dict) else None
+            if layer_name in by_name:
+                ordered.append((by_name.pop(layer_name), layer))
+        return ordered + [(by_name[n], {}) for n in sorted(by_name, key=str)]  # anything the config omits
 
 
 def _layout(h5: Any) -> dict[str, Any]:
@@ -212,51 +234,62 @@ def _layout(h5: Any) -> dict[str, Any]:
     return {"groups": groups, "datasets": datasets}
 
 
+def _slot_blocks(cls: str, config: Mapping[str, Any]) -> list[tuple[str, ...]] | None:
+    """How a Keras optimizer lays out its slot variables after iteration (and learning_rate):
+    each block holds its slots for every trainable variable in turn, blocks one after another."""
+    if cls in ("Adam", "AdamW"):
+        return [("momentum", "velocity")] + ([("velocity_hat",)] if config.get("amsgrad") else [])
+    if cls == "SGD":
+        return [("momentum",)] if config.get("momentum") else []
+    return None
+
+
 def _optimizer(h5: Any, reader: _H5Reader, compile_config: Any, where: str) -> tuple[CapturedOptimizer, dict[str, str]]:
     """Regroup ``optimizer/vars/N`` by parameter; returns the capture and dataset path -> role."""
+    hint = "convert with include_optimizer=False to keep the weights only"
     group = h5["optimizer"]["vars"]
     variables = [group[k] for k in sorted(group, key=lambda k: int(k) if k.isdigit() else -1)]
-    spec = (compile_config or {}).get("optimizer") if isinstance(compile_config, dict) else None
+    spec = compile_config.get("optimizer") if isinstance(compile_config, dict) else None
     cls = spec.get("class_name", "") if isinstance(spec, dict) else ""
-    opt_config = spec.get("config", {}) if isinstance(spec, dict) else {}
+    opt_config = spec.get("config", {}) if isinstance(spec, dict) and isinstance(spec.get("config"), dict) else {}
     if opt_config.get("use_ema") or opt_config.get("gradient_accumulation_steps"):
-        raise FormatError(f"{where}: optimizers with EMA or gradient accumulation are not supported yet; "
-                          "convert with include_optimizer=False")
+        raise FormatError(f"{where}: optimizers with EMA or gradient accumulation are not supported yet; {hint}")
+    blocks = _slot_blocks(cls, opt_config)
+    if blocks is None:
+        raise FormatError(f"{where}: the layout of Keras optimizer {cls or '(unrecorded)'!r} is not known to lamina "
+                          f"(supported: Adam, AdamW, SGD); {hint}")
+    if reader.ambiguous:
+        raise FormatError(f"{where}: the variable order of layer(s) {reader.ambiguous} is not known to lamina, so "
+                          f"optimizer slots cannot be matched to parameters; {hint}")
     head = ["iteration"] + (["learning_rate"] if isinstance(opt_config.get("learning_rate"), (int, float)) else [])
     params = reader.trainable
-    slots = SLOTS.get(cls)
-    count = len(variables) - len(head)
-    if slots is not None and cls in ("Adam", "AdamW", "Nadam", "Adamax") and opt_config.get("amsgrad"):
-        slots = slots + ["velocity_hat"]
-    if slots is None or (params and count % len(params)) or (params and count // len(params) != len(slots)):
-        per = count // len(params) if params and count % len(params) == 0 else None
-        if per is None:
-            raise FormatError(f"{where}: cannot align {len(variables)} optimizer variables with {len(params)} "
-                              "trainable variables; convert with include_optimizer=False")
-        slots = [f"slot{i}" for i in range(per)]
-    arrays = {tensor: array for tensor, array in reader.tensors}
-    captured = CapturedOptimizer(class_name=f"keras.optimizers.{cls or 'Optimizer'}", groups=[])
+    expected = len(head) + len(params) * sum(len(b) for b in blocks)
+    if len(variables) != expected:
+        raise FormatError(f"{where}: {len(variables)} optimizer variables, but {cls} over {len(params)} trainable "
+                          f"variables needs {expected}; {hint}")
+    arrays = dict(reader.tensors)
+    captured = CapturedOptimizer(class_name=f"keras.optimizers.{cls}", groups=[], framework="keras")
     roles: dict[str, str] = {}
     hyper = {k: v for k, v in opt_config.items() if isinstance(v, (bool, int, float, str)) or v is None}
     for i, role in enumerate(head):
-        value = variables[i][()]
-        hyper[f"{role}_value"] = value.item()
+        hyper[f"{role}_value"] = variables[i][()].item()
         hyper[f"{role}_dtype"] = variables[i].dtype.str
         roles[variables[i].name.lstrip("/")] = f"$global/{role}"
     captured.groups.append((list(params), hyper))
     position = len(head)
-    for param in params:
-        for slot in slots:
-            ds = variables[position]
-            position += 1
-            array = _dataset_array(ds)
-            if array.shape != arrays[param].shape:
-                raise FormatError(f"{where}: optimizer variable {ds.name} has shape {array.shape}, but the aligned "
-                                  f"parameter {param!r} is {arrays[param].shape}; convert with include_optimizer=False")
-            source, _ = tensor_source(f"{param}/{slot}", array)
-            captured.tensors.setdefault(param, {})[slot] = source
-            roles[ds.name.lstrip("/")] = f"{param}\x00{slot}"
-    captured.slots = list(slots)
+    for block in blocks:
+        for param in params:
+            for slot in block:
+                ds = variables[position]
+                position += 1
+                array = _dataset_array(ds)
+                if array.shape != arrays[param].shape:
+                    raise FormatError(f"{where}: optimizer variable {ds.name} has shape {array.shape}, but the "
+                                      f"aligned parameter {param!r} is {arrays[param].shape}; {hint}")
+                source, _ = tensor_source(f"{param}/{slot}", array)
+                captured.tensors.setdefault(param, {})[slot] = source
+                roles[ds.name.lstrip("/")] = f"{param}\x00{slot}"
+    captured.slots = [slot for block in blocks for slot in block]
     return captured, roles
 
 
@@ -306,8 +339,10 @@ def to_lamina(
     if legacy:
         try:
             tensors, meta = _read_legacy_h5(src_path)
-        except OSError as exc:
-            raise FormatError(f"{src_path}: unreadable HDF5 ({exc})") from None
+        except LaminaError:
+            raise
+        except (OSError, KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+            raise FormatError(f"{src_path}: malformed legacy Keras .h5 ({type(exc).__name__}: {exc})") from None
         _walk_config(meta.get("model_config"), str(src_path))
         files[f"{PREFIX}legacy.json"] = meta
     else:
@@ -319,24 +354,32 @@ def to_lamina(
             config = json.loads(entries["config.json"])
         except ValueError as exc:
             raise FormatError(f"{src_path}: config.json is not JSON ({exc})") from None
+        if not isinstance(config, dict):
+            raise FormatError(f"{src_path}: config.json must be a JSON object describing the model")
         _walk_config(config, f"{src_path}: config.json")
-        layers: dict[str, dict[str, Any]] = {}
-        _layer_classes(config, layers)
         try:
             h5 = h5py.File(io.BytesIO(entries["model.weights.h5"]), "r")
         except OSError as exc:
             raise FormatError(f"{src_path}: model.weights.h5 is not HDF5 ({exc})") from None
-        with h5:
-            reader = _H5Reader(h5, layers)
-            reader.walk(h5, [], True)
-            tensors = reader.tensors
-            layout = _layout(h5)
-            roles: dict[str, str] = {}
-            if include_optimizer and "optimizer" in h5 and "vars" in h5["optimizer"]:
-                captured, roles = _optimizer(h5, reader, config.get("compile_config"), f"{src_path}")
-            for ds in layout["datasets"]:
-                ds["tensor"] = reader.paths.get(ds["path"])
-                ds["optimizer"] = roles.get(ds["path"])
+        try:
+            with h5:
+                reader = _H5Reader(h5, f"{src_path}: model.weights.h5")
+                reader.walk(h5, [], True, config)
+                tensors = reader.tensors
+                layout = _layout(h5)
+                roles: dict[str, str] = {}
+                if include_optimizer and "optimizer" in h5 and "vars" in h5["optimizer"]:
+                    captured, roles = _optimizer(h5, reader, config.get("compile_config"), f"{src_path}")
+        except LaminaError:
+            raise
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:  # hostile HDF5 structure
+            raise FormatError(f"{src_path}: malformed model.weights.h5 ({type(exc).__name__}: {exc})") from None
+        if captured is None:  # the weights-only archive Keras writes for an uncompiled model
+            layout["groups"] = [g for g in layout["groups"] if g["path"].split("/")[0] != "optimizer"]
+            layout["datasets"] = [d for d in layout["datasets"] if d["path"].split("/")[0] != "optimizer"]
+        for ds in layout["datasets"]:
+            ds["tensor"] = reader.paths.get(ds["path"])
+            ds["optimizer"] = roles.get(ds["path"])
         files[LAYOUT] = layout
         for name, data in entries.items():
             if name != "model.weights.h5":

@@ -34,6 +34,7 @@ class CapturedOptimizer:
     tensors: dict[str, dict[str, TensorSource]] = field(default_factory=dict)  # param -> slot -> source
     scalars: dict[str, dict[str, Scalar]] = field(default_factory=dict)
     slots: list[str] = field(default_factory=list)
+    framework: str = "torch"
 
 
 def _parameter_names(optimizer: Any, collected: Collected) -> list[str]:
@@ -211,7 +212,7 @@ def optimizer_info(captured: CapturedOptimizer, tensor_entries: Mapping[str, Any
             state.append(ParamState(param=name, tensors=tensors, scalars=dict(scalars)))
     return OptimizerInfo(
         class_name=captured.class_name,
-        framework="torch",
+        framework=captured.framework,
         param_groups=tuple(ParamGroup(tuple(n), h) for n, h in captured.groups),
         slots=tuple(captured.slots),
         state=tuple(state),
