@@ -30,32 +30,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import lamina  # noqa: E402
+from cli_helpers import assert_clean_cli_error, cli, leftovers  # noqa: E402
 from lamina.converters import keras as keras_converter  # noqa: E402
 from lamina.converters._detect import destination_format, detect_source  # noqa: E402
 
-keras = pytest.importorskip("keras")
-pytest.importorskip("tensorflow")
+import keras  # noqa: E402  (a missing Keras or TensorFlow must fail the suite, never skip it)
+import tensorflow  # noqa: E402,F401
 
 
 # ------------------------------------------------------------------------------ helpers
-def cli(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lamina", *map(str, args)], capture_output=True, text=True)
-
-
-def leftovers(directory: Path) -> list[str]:
-    """Temporary siblings a failed or finished write must not leave behind."""
-    return sorted(p.name for p in directory.iterdir() if "lamina-tmp" in p.name or "lamina-convert" in p.name
-                  or "lamina-old" in p.name)
-
-
-def assert_clean_cli_error(res: subprocess.CompletedProcess[str], error: type, *needles: str) -> None:
-    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    assert "Traceback" not in res.stderr, res.stderr
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith(f"error: {error.__name__}: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def assert_bit_equal(got: Any, want: Any, where: str) -> None:
@@ -501,7 +484,7 @@ def test_snapshot_without_keras_architecture_cannot_become_keras(tmp_path: Path,
     if source == "numpy":
         lamina.save({"fc.weight": np.eye(3, dtype="float32")}, tmp_path / "snap")
     else:
-        torch = pytest.importorskip("torch")
+        import torch
         torch.manual_seed(0)
         lamina.save(torch.nn.Linear(3, 2), tmp_path / "snap")
     with pytest.raises(lamina.FormatError, match="config") as caught:

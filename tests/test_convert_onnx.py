@@ -30,6 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 import lamina
+from cli_helpers import assert_clean_cli_error, cli, leftovers
 from lamina.converters import onnx as onnx_converter
 from lamina.converters._detect import destination_format, detect_source
 
@@ -37,24 +38,6 @@ OPSET = 17
 
 
 # ------------------------------------------------------------------------------ helpers
-def cli(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lamina", *map(str, args)], capture_output=True, text=True)
-
-
-def leftovers(directory: Path) -> list[str]:
-    """Temporary siblings a failed or finished write must not leave behind."""
-    return sorted(p.name for p in directory.iterdir() if "lamina-tmp" in p.name or "lamina-convert" in p.name
-                  or "lamina-old" in p.name)
-
-
-def assert_clean_cli_error(res: subprocess.CompletedProcess[str], error: type, *needles: str) -> None:
-    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    assert "Traceback" not in res.stderr, res.stderr
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith(f"error: {error.__name__}: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def export(model: nn.Module, x: torch.Tensor, path: Path) -> Path:

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import lamina
+from cli_helpers import assert_clean_cli_error, cli, cli_parallel, cli_start, cli_wait, leftovers
 from conftest import TiedLM
 from lamina.converters import torch_pickle
 from lamina.converters._detect import destination_format, detect_source
@@ -32,39 +33,6 @@ M_AFTER = 3
 
 
 # ------------------------------------------------------------------------------ helpers
-def cli(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lamina", *map(str, args)], capture_output=True, text=True)
-
-
-def cli_start(*args: str | os.PathLike[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "lamina", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def cli_wait(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
-    out, err = proc.communicate(timeout=120)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-def cli_parallel(*calls: tuple[str | os.PathLike[str], ...]) -> list[subprocess.CompletedProcess[str]]:
-    """Independent ``lamina`` invocations run side by side (each one imports torch: ~2 s)."""
-    return [cli_wait(proc) for proc in [cli_start(*args) for args in calls]]
-
-
-def leftovers(directory: Path) -> list[str]:
-    """Temporary siblings a failed or finished write must not leave behind."""
-    return sorted(p.name for p in directory.iterdir() if "lamina-tmp" in p.name or "lamina-convert" in p.name
-                  or "lamina-old" in p.name)
-
-
-def assert_clean_cli_error(res: subprocess.CompletedProcess[str], error: type, *needles: str) -> None:
-    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    assert "Traceback" not in res.stderr, res.stderr
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith(f"error: {error.__name__}: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def assert_tensor_equal(got: Any, want: torch.Tensor, where: str = "") -> None:
