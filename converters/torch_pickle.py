@@ -366,8 +366,6 @@ def to_lamina(
         >>> torch_pickle.to_lamina(src, os.path.join(d, "snap")).layers
         ['fc']
     """
-    import torch  # noqa: F401  (the converter needs torch; fail early with the import error)
-
     src_path = Path(src)
     mapped = [src_path]
     if src_path.is_dir():
