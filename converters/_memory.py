@@ -4,7 +4,9 @@
 the mapping goes away, so a 2 GB checkpoint would cost 2 GB of RSS. Once a shard is written, its
 source pages are dropped with ``madvise(MADV_DONTNEED)`` — only inside mappings of the checkpoint
 file itself (found in /proc/self/maps), where dropping a clean page just means re-reading it from
-the file; anonymous memory is never touched (there the call would zero data).
+the file; anonymous memory is never touched (there the call would zero data). Callers must not use
+it when the loader wrote into the mapping (torch byte-swaps big-endian checkpoints in place: the
+dirtied pages are private copies, and dropping them would bring back the unswapped bytes).
 """
 
 from __future__ import annotations

@@ -102,6 +102,19 @@ def _pickle_globals(path: Path) -> list[str] | None:
     return sorted(set(found))
 
 
+def _swaps_bytes(path: Path) -> bool:
+    """Whether torch byte-swaps this checkpoint's tensors on load (in place, in the mapping)."""
+    import sys
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            record = next((n for n in zf.namelist() if n.endswith("/byteorder") or n == "byteorder"), None)
+            order = zf.read(record).decode("ascii", "replace").strip() if record else "little"
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return True  # unknown: assume pages may be dirty
+    return order != sys.byteorder
+
+
 def _load_pickle(path: Path, trust_pickle: bool) -> Any:
     import torch
 
@@ -401,9 +414,12 @@ def to_lamina(
         training = {"step": step if isinstance(step, int) else None,
                     "epoch": epoch if isinstance(epoch, (int, float)) else None, "extra": extra}
     files = {TRAINING_TENSORS: _shard_bytes(tensors)} if tensors else None
+    # Dropping mapped pages is only safe while they are clean copies of the file: a byte-swapped
+    # (big-endian) checkpoint was rewritten in place by torch.load, so its pages must stay.
+    clean = all(zipfile.is_zipfile(p) and not _swaps_bytes(p) for p in mapped if p.is_file())
     return write_snapshot(dst, collected, optimizer=captured, info=info, training=training, files=files,
                           overwrite=overwrite, durable=durable, progress=progress,
-                          after_shard=PageReleaser(mapped))
+                          after_shard=PageReleaser(mapped) if clean else None)
 
 
 def _checkpoint(art: lamina.Artifact) -> dict[str, Any]:
