@@ -21,7 +21,7 @@ from typing import Any
 
 import lamina
 from lamina._api import write_snapshot
-from lamina._errors import FormatError, LaminaError, NotFoundError, UnsafeInputError
+from lamina._errors import FormatError, LaminaError, NotFoundError, UnsafeInputError, UnsafePathError
 from lamina._tensors import Collected, tensor_source
 from lamina._torch_optim import CapturedOptimizer
 from lamina._writer import atomic_file_write, check_file_destination
@@ -93,12 +93,50 @@ def _walk_config(config: Any, where: str) -> None:
 
 
 def _attr(value: Any) -> Any:
-    """h5py attribute -> JSON-able value."""
+    """h5py attribute -> JSON-able value (Keras writes strings; anything exotic is refused)."""
     if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if hasattr(value, "tolist"):
-        return value.tolist()
+        value = value.decode("utf-8", "replace")
+    elif hasattr(value, "tolist"):
+        value = value.tolist()
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        raise FormatError(f"HDF5 attribute of type {type(value).__name__} is not plain data") from None
     return value
+
+
+_MAX_DEPTH = 64
+_MAX_OBJECTS = 1_000_000
+
+
+def _check_h5(root: Any, where: str) -> None:
+    """Refuse HDF5 features that read outside the file or never end: external and soft links,
+    external raw storage, virtual datasets, and (through a depth bound) hard-link cycles."""
+    import h5py
+
+    seen = 0
+
+    def visit(group: Any, depth: int) -> None:
+        nonlocal seen
+        if depth > _MAX_DEPTH:
+            raise FormatError(f"{where}: HDF5 groups nested deeper than {_MAX_DEPTH} (a link cycle?)")
+        for key in group:
+            link = group.get(key, getlink=True)
+            if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+                raise UnsafePathError(f"{where}: {group.name.rstrip('/')}/{key} is an HDF5 {type(link).__name__}; "
+                                      "lamina reads only data stored in the file itself")
+            seen += 1
+            if seen > _MAX_OBJECTS:
+                raise FormatError(f"{where}: more than {_MAX_OBJECTS} HDF5 objects")
+            obj = group[key]
+            if isinstance(obj, h5py.Dataset):
+                if obj.external or obj.is_virtual:
+                    raise UnsafePathError(f"{where}: dataset {obj.name} stores its data outside the file "
+                                          f"({'virtual' if obj.is_virtual else 'external storage'}); refused")
+            else:
+                visit(obj, depth + 1)
+
+    visit(root, 0)
 
 
 def _dataset_array(ds: Any) -> Any:
@@ -299,6 +337,7 @@ def _read_legacy_h5(path: Path) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
 
     tensors = []
     with h5py.File(path, "r") as h5:
+        _check_h5(h5, str(path))
         if "model_weights" not in h5:
             raise FormatError(f"{path}: an HDF5 file without model_weights; not a Keras model")
         root = h5["model_weights"]
@@ -341,7 +380,8 @@ def to_lamina(
             tensors, meta = _read_legacy_h5(src_path)
         except LaminaError:
             raise
-        except (OSError, KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+        except (OSError, RuntimeError, RecursionError, KeyError, TypeError, AttributeError, ValueError,
+                IndexError) as exc:
             raise FormatError(f"{src_path}: malformed legacy Keras .h5 ({type(exc).__name__}: {exc})") from None
         _walk_config(meta.get("model_config"), str(src_path))
         files[f"{PREFIX}legacy.json"] = meta
@@ -350,9 +390,12 @@ def to_lamina(
         if "config.json" not in entries or "model.weights.h5" not in entries:
             raise FormatError(f"{src_path}: a .keras archive needs config.json and model.weights.h5 "
                               f"(found {sorted(entries)[:8]})")
+        reserved = sorted(n for n in entries if PREFIX + n in (LAYOUT, f"{PREFIX}legacy.json"))
+        if reserved:
+            raise FormatError(f"{src_path}: archive entries {reserved} collide with files lamina keeps under {PREFIX}")
         try:
             config = json.loads(entries["config.json"])
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise FormatError(f"{src_path}: config.json is not JSON ({exc})") from None
         if not isinstance(config, dict):
             raise FormatError(f"{src_path}: config.json must be a JSON object describing the model")
@@ -363,6 +406,7 @@ def to_lamina(
             raise FormatError(f"{src_path}: model.weights.h5 is not HDF5 ({exc})") from None
         try:
             with h5:
+                _check_h5(h5, f"{src_path}: model.weights.h5")
                 reader = _H5Reader(h5, f"{src_path}: model.weights.h5")
                 reader.walk(h5, [], True, config)
                 tensors = reader.tensors
@@ -372,7 +416,8 @@ def to_lamina(
                     captured, roles = _optimizer(h5, reader, config.get("compile_config"), f"{src_path}")
         except LaminaError:
             raise
-        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:  # hostile HDF5 structure
+        except (OSError, RuntimeError, RecursionError, KeyError, TypeError, AttributeError, ValueError,
+                IndexError) as exc:  # hostile HDF5 structure
             raise FormatError(f"{src_path}: malformed model.weights.h5 ({type(exc).__name__}: {exc})") from None
         if captured is None:  # the weights-only archive Keras writes for an uncompiled model
             layout["groups"] = [g for g in layout["groups"] if g["path"].split("/")[0] != "optimizer"]
@@ -444,8 +489,13 @@ def from_lamina(
     if missing:
         raise FormatError(f"{art.location} has no Keras architecture ({', '.join(missing)} missing): it was not "
                           "converted from a .keras archive, and lamina cannot invent a Keras model config for it")
-    layout = json.loads(art.read_file(LAYOUT))
-    weights = _h5_bytes(art, layout)
+    try:
+        layout = json.loads(art.read_file(LAYOUT))
+        weights = _h5_bytes(art, layout)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        if isinstance(exc, LaminaError):
+            raise
+        raise FormatError(f"{art.location}: {LAYOUT} is malformed ({type(exc).__name__}: {exc})") from None
     extra = [f for f in art.files if f.startswith(PREFIX) and f not in (LAYOUT, f"{PREFIX}legacy.json")]
 
     def write(tmp: Path) -> None:

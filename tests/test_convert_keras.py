@@ -813,3 +813,52 @@ def test_detection_of_keras_files(tmp_path: Path, saved: dict[str, Saved]) -> No
         detect_source(tmp_path / "other.zip")
     with pytest.raises(lamina.NotFoundError):
         detect_source(tmp_path / "absent.keras")
+
+
+# ------------------------------------------------------------------ HDF5 that reaches outside
+def _rewrite_weights(src: Path, dst: Path, edit: Callable[[Any], None], extra: dict[str, bytes] | None = None) -> Path:
+    """A copy of a .keras archive whose model.weights.h5 was edited with h5py."""
+    work = dst.parent / "weights.h5"
+    work.write_bytes(zip_entry(src, "model.weights.h5"))
+    with h5py.File(work, "r+") as h5:
+        edit(h5)
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            zout.writestr(name, work.read_bytes() if name == "model.weights.h5" else zin.read(name))
+        for name, data in (extra or {}).items():
+            zout.writestr(name, data)
+    return dst
+
+
+def test_hdf5_external_storage_outside_the_archive_is_refused(tmp_path: Path, saved: dict[str, Saved]) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOP-SECRET-API-KEY=hunter2\n")
+
+    def edit(h5: Any) -> None:
+        vars_group = next(g for g in (h5[p] for p in ("layers/dense/vars", "layers/dense_1/vars")) if "0" in g)
+        del vars_group["0"]
+        vars_group.create_dataset("0", shape=(secret.stat().st_size,), dtype="u1",
+                                  external=[(str(secret), 0, secret.stat().st_size)])
+
+    src = _rewrite_weights(saved["mlp"].path, tmp_path / "evil.keras", edit)
+    with pytest.raises(lamina.UnsafePathError, match="outside the file"):
+        lamina.convert(src, tmp_path / "snap")
+    assert not (tmp_path / "snap").exists() and leftovers(tmp_path) == []
+
+
+def test_hdf5_link_cycles_and_soft_links_are_refused(tmp_path: Path, saved: dict[str, Saved]) -> None:
+    cycle = _rewrite_weights(saved["mlp"].path, tmp_path / "cycle.keras",
+                             lambda h5: h5["layers"].__setitem__("loop", h5["layers"]))
+    with pytest.raises(lamina.FormatError, match="deeper"):
+        lamina.convert(cycle, tmp_path / "a")
+    soft = _rewrite_weights(saved["mlp"].path, tmp_path / "soft.keras",
+                            lambda h5: h5["layers"].__setitem__("alias", h5py.SoftLink("/layers")))
+    with pytest.raises(lamina.UnsafePathError, match="SoftLink"):
+        lamina.convert(soft, tmp_path / "b")
+
+
+def test_archive_entries_cannot_replace_lamina_layout(tmp_path: Path, saved: dict[str, Saved]) -> None:
+    src = _rewrite_weights(saved["mlp"].path, tmp_path / "inject.keras", lambda h5: None,
+                           extra={"layout.json": b"{}"})
+    with pytest.raises(lamina.FormatError, match="collide"):
+        lamina.convert(src, tmp_path / "snap")
