@@ -12,6 +12,7 @@ Writes a state dict or, with ``checkpoint=True``, a training checkpoint
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pickle
@@ -253,7 +254,31 @@ def _names_from_model(opt_sd: Any, model: Mapping[str, Any], where: str) -> list
     if len(candidates) != len(ids):
         raise StateMismatchError(f"{where}: cannot tell which model tensors the optimizer's {len(ids)} parameters "
                                  f"are (the model has {len(candidates)} candidate parameters); {_NAMES_HINT}")
-    return _check_shapes(opt_sd, candidates, model, where)
+    groups = opt_sd["param_groups"]
+    if len(groups) == 1:
+        return _check_shapes(opt_sd, candidates, model, where)
+    # Several groups: each must be a contiguous run of the model's parameters, in some order. Accept
+    # only if exactly one order of the groups fits every recorded state shape; otherwise guessing
+    # could give one parameter's state (and learning rate) to another.
+    if len(groups) > 6:
+        raise StateMismatchError(f"{where}: {len(groups)} param groups and no recorded names; {_NAMES_HINT}")
+    fits = []
+    for order in itertools.permutations(range(len(groups))):
+        runs: dict[int, list[str]] = {}
+        start = 0
+        for gi in order:
+            runs[gi] = candidates[start : start + len(groups[gi]["params"])]
+            start += len(groups[gi]["params"])
+        names = [n for gi in range(len(groups)) for n in runs[gi]]
+        try:
+            fits.append(_check_shapes(opt_sd, names, model, where))
+        except StateMismatchError:
+            continue
+    if len(fits) != 1:
+        reason = "no order of the groups fits the model" if not fits else f"{len(fits)} orders of the groups fit"
+        raise StateMismatchError(f"{where}: cannot tell which parameters each of the {len(groups)} param groups "
+                                 f"holds ({reason}); {_NAMES_HINT}")
+    return fits[0]
 
 
 _NAMES_HINT = ("pass param_names (CLI: --param-names FILE, a JSON list of names in optimizer id order) "

@@ -898,3 +898,23 @@ def test_big_endian_checkpoint_converts_to_the_values_torch_loads(tmp_path: Path
     art = lamina.open(lamina.convert(tmp_path / "be.pt", tmp_path / "snap"))
     for name, want in true.items():
         assert torch.equal(art.tensor(name), want), name
+
+
+def test_param_groups_in_another_order_with_equal_shapes_are_refused_not_guessed(tmp_path: Path) -> None:
+    """Two same-shape layers, groups listed in reverse model order: by shapes alone both orders fit,
+    so the converter must ask for names instead of giving one layer's state to the other."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    opt = torch.optim.Adam([{"params": model[1].parameters(), "lr": 1e-2},
+                            {"params": model[0].parameters(), "lr": 1e-4}])
+    model(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, tmp_path / "ckpt.pt")
+    with pytest.raises(lamina.StateMismatchError, match="param_names"):
+        lamina.convert(tmp_path / "ckpt.pt", tmp_path / "snap")
+    names = ["1.weight", "1.bias", "0.weight", "0.bias"]
+    art = lamina.open(lamina.convert(tmp_path / "ckpt.pt", tmp_path / "snap", param_names=names))
+    state = art.optimizer_state()
+    assert torch.equal(state["1.weight"]["exp_avg"], opt.state[model[1].weight]["exp_avg"])
+    assert [g.hyperparameters["lr"] for g in art.optimizer.param_groups] == [1e-2, 1e-4]
+    assert art.optimizer.param_groups[0].params == ("1.weight", "1.bias")
