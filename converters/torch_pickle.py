@@ -195,6 +195,8 @@ def _interpret(obj: Any, path: Path, optimizer_index: int | None) -> _Parsed:
     if not isinstance(obj, Mapping):
         raise FormatError(f"{path}: holds a {type(obj).__name__}, not a state dict or checkpoint dict")
     lightning = "state_dict" in obj and any(k in obj for k in LIGHTNING_MARKERS)
+    if lightning and not _is_tensor_dict(obj["state_dict"]):
+        raise FormatError(f"{path}: a Lightning checkpoint whose state_dict is not a mapping of tensors")
     model_key = "state_dict" if lightning else _first_key(obj, [k for k in MODEL_KEYS if _is_tensor_dict(obj.get(k))])
     if model_key is None:
         raise FormatError(f"{path}: no model state dict found; top-level keys are {sorted(map(str, obj))[:12]}, "
@@ -203,6 +205,8 @@ def _interpret(obj: Any, path: Path, optimizer_index: int | None) -> _Parsed:
     used = {model_key}
     if lightning:
         states = obj.get("optimizer_states") or []
+        if not isinstance(states, (list, tuple)):
+            raise FormatError(f"{path}: optimizer_states must be a list, got {type(states).__name__}")
         if len(states) > 1 and optimizer_index is None:
             raise FormatError(f"{path}: holds {len(states)} optimizers; lamina stores one: pass "
                               "optimizer_index=i (CLI: --optimizer-index i)")

@@ -918,3 +918,19 @@ def test_param_groups_in_another_order_with_equal_shapes_are_refused_not_guessed
     assert torch.equal(state["1.weight"]["exp_avg"], opt.state[model[1].weight]["exp_avg"])
     assert [g.hyperparameters["lr"] for g in art.optimizer.param_groups] == [1e-2, 1e-4]
     assert art.optimizer.param_groups[0].params == ("1.weight", "1.bias")
+
+
+def test_malformed_lightning_and_options_are_format_errors_and_leave_no_folders(tmp_path: Path) -> None:
+    torch.save({"state_dict": [1, 2], "loops": {}}, tmp_path / "l1.ckpt")
+    torch.save({"state_dict": {"w": torch.ones(1)}, "loops": {}, "optimizer_states": 5}, tmp_path / "l2.ckpt")
+    for name, match in (("l1.ckpt", "state_dict"), ("l2.ckpt", "optimizer_states")):
+        with pytest.raises(lamina.FormatError, match=match):
+            lamina.convert(tmp_path / name, tmp_path / f"{name}.snap")
+    with pytest.raises(lamina.FormatError, match="unknown format"):
+        lamina.convert(tmp_path / "l1.ckpt", tmp_path / "x", from_format="pytorch")
+    torch.save({"w.weight": torch.ones(2)}, tmp_path / "w.pt")
+    with pytest.raises(lamina.FormatError, match="onnx_template"):  # torch -> onnx needs a graph
+        lamina.convert(tmp_path / "w.pt", tmp_path / "new" / "deep" / "out.onnx")
+    assert not (tmp_path / "new").exists()
+    out = lamina.convert(tmp_path / "w.pt", tmp_path / "sub" / "dir" / "out.pth")  # torch -> torch creates parents
+    assert torch.equal(torch.load(out, weights_only=True)["w.weight"], torch.ones(2))

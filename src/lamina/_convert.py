@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._errors import FormatError
+from ._errors import ExistsError, FormatError
 
 __all__ = ["convert"]
 
@@ -64,6 +64,10 @@ def convert(
     """
     from lamina.converters._detect import destination_format, detect_source
 
+    from lamina.converters._detect import FORMATS
+
+    if from_format is not None and from_format not in FORMATS:
+        raise FormatError(f"unknown format {from_format!r}; choose one of {', '.join(FORMATS)}")
     source = from_format or detect_source(src)
     target = destination_format(dst, to_format)
     if source == target == "lamina":
@@ -75,7 +79,21 @@ def convert(
         return Path(dst)
     to_opts = {k: v for k, v in options.items() if k in inspect.signature(_converter(source).to_lamina).parameters}
     from_opts = {k: v for k, v in options.items() if k not in to_opts or k == "overwrite"}
-    with tempfile.TemporaryDirectory(prefix=".lamina-convert-", dir=Path(dst).absolute().parent) as tmp:
-        snapshot = Path(tmp) / "snapshot"
-        _call(_converter(source).to_lamina, src, snapshot, **{**to_opts, "overwrite": None})
-        return Path(_call(_converter(target).from_lamina, snapshot, dst, **from_opts))
+    parent = Path(dst).absolute().parent
+    missing = [p for p in [parent, *parent.parents] if not p.exists()]
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExistsError(f"cannot create the directory {parent}: {exc.strerror}") from None
+    try:
+        with tempfile.TemporaryDirectory(prefix=".lamina-convert-", dir=parent) as tmp:
+            snapshot = Path(tmp) / "snapshot"
+            _call(_converter(source).to_lamina, src, snapshot, **{**to_opts, "overwrite": None})
+            return Path(_call(_converter(target).from_lamina, snapshot, dst, **from_opts))
+    except BaseException:
+        for created in missing:  # innermost first: leave no folders behind a failed conversion
+            try:
+                created.rmdir()
+            except OSError:
+                break
+        raise

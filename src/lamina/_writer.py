@@ -79,7 +79,6 @@ def check_file_destination(dst: str | os.PathLike[str], *, overwrite: bool) -> P
             raise ExistsError(f"{dst} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
         if not dst.is_file() or dst.is_symlink():
             raise ExistsError(f"{dst} exists and is not a regular file; refusing to replace it")
-    _make_parent(dst)
     return dst
 
 
@@ -89,6 +88,7 @@ def atomic_file_write(dst: str | os.PathLike[str], write: Callable[[Path], None]
     own name (inside a hidden sibling directory): some writers record it (torch.save names its
     archive's root folder after the file's stem)."""
     dst = check_file_destination(dst, overwrite=overwrite)
+    _make_parent(dst)  # only now, once the content is ready: a failed export leaves no folders
     tmp_dir = dst.parent / f".{dst.name}.lamina-tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp_dir.mkdir()
     try:
