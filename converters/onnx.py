@@ -135,6 +135,16 @@ def _initializer_array(t: Any, model_dir: Path, where: str) -> Any:
     return np.frombuffer(data, dtype=numpy_dtype(code)).reshape(shape)
 
 
+_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",
+                "string_data", "external_data")
+
+
+def _clear_data(t: Any) -> None:
+    """Remove every place an initializer can hold its data (dims, type and name stay)."""
+    for name in _DATA_FIELDS:
+        t.ClearField(name)
+
+
 def _strip_weights(model: Any) -> bytes:
     """The graph with every initializer's data removed (dims, type and name kept)."""
     import onnx
@@ -142,9 +152,7 @@ def _strip_weights(model: Any) -> bytes:
     stripped = onnx.ModelProto()
     stripped.CopyFrom(model)
     for t in stripped.graph.initializer:
-        for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",
-                     "string_data", "external_data"):
-            t.ClearField(name)
+        _clear_data(t)
         t.data_location = onnx.TensorProto.DEFAULT
     return stripped.SerializeToString(deterministic=True)
 
@@ -280,9 +288,7 @@ def from_lamina(
         atomic_file_write(data_path, write_data, overwrite=overwrite)
         result.data_file = data_path
     for t in model.graph.initializer:
-        for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",
-                     "string_data", "external_data"):
-            t.ClearField(name)
+        _clear_data(t)
         if use_external:
             offset, length = offsets[t.name]
             t.data_location = onnx.TensorProto.EXTERNAL

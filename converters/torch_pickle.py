@@ -238,23 +238,16 @@ def _interpret(obj: Any, path: Path, optimizer_index: int | None) -> _Parsed:
 
 
 # --------------------------------------------------------------------- optimizer id -> name
-def _names_from_model(opt_sd: Any, model: Mapping[str, Any], where: str) -> list[str]:
+def _names_from_model(opt_sd: Any, model: Mapping[str, Any], aliases: Mapping[str, str], where: str) -> list[str]:
     """Align optimizer ids with the model's parameter entries by order, checking shapes.
 
     Parameters are the floating-point entries that are not batch-norm statistics, with tied
     duplicates removed (as ``named_parameters()`` does), in state-dict order.
     """
     ids = state_dict_ids(opt_sd, where)
-    seen_storage: set[tuple[int, int, tuple[int, ...]]] = set()
-    candidates = []
-    for name, t in model.items():
-        if not (t.is_floating_point() or t.is_complex()) or name.rsplit(".", 1)[-1] in _BUFFER_SUFFIXES:
-            continue
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
-        if t.numel() and key in seen_storage:
-            continue
-        seen_storage.add(key)
-        candidates.append(name)
+    candidates = [name for name, t in model.items()
+                  if name not in aliases and (t.is_floating_point() or t.is_complex())
+                  and name.rsplit(".", 1)[-1] not in _BUFFER_SUFFIXES]
     if len(candidates) != len(ids):
         raise StateMismatchError(f"{where}: cannot tell which model tensors the optimizer's {len(ids)} parameters "
                                  f"are (the model has {len(candidates)} candidate parameters); {_NAMES_HINT}")
@@ -304,7 +297,8 @@ def _check_shapes(opt_sd: Any, names: list[str], model: Mapping[str, Any], where
     return names
 
 
-def _param_names(opt_sd: Any, model: Mapping[str, Any], explicit: Any, where: str) -> list[str]:
+def _param_names(opt_sd: Any, model: Mapping[str, Any], aliases: Mapping[str, str], explicit: Any,
+                 where: str) -> list[str]:
     ids = state_dict_ids(opt_sd, where)
     if explicit is not None:
         if isinstance(explicit, (str, os.PathLike)):
@@ -326,7 +320,7 @@ def _param_names(opt_sd: Any, model: Mapping[str, Any], explicit: Any, where: st
         names = [n for r in recorded for n in r]
         if len(names) == len(ids) and all(n in model for n in names):
             return _check_shapes(opt_sd, names, model, where)
-    return _names_from_model(opt_sd, model, where)
+    return _names_from_model(opt_sd, model, aliases, where)
 
 
 def _optimizer_class(opt_sd: Mapping[str, Any]) -> str:
@@ -428,7 +422,7 @@ def to_lamina(
     captured = None
     if parsed.optimizer is not None:
         where = f"{src_path}: optimizer"
-        names = _param_names(parsed.optimizer, parsed.model, param_names, where)
+        names = _param_names(parsed.optimizer, parsed.model, collected.aliases, param_names, where)
         captured = capture_state_dict(parsed.optimizer, names, _optimizer_class(parsed.optimizer), where)
     tensors: dict[str, Any] = {}
     dropped: list[str] = []

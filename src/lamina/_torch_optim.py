@@ -37,13 +37,13 @@ class CapturedOptimizer:
     framework: str = "torch"
 
 
-def _parameter_names(optimizer: Any, collected: Collected) -> list[str]:
+def _parameter_names(optimizer: Any, sd: Mapping[str, Any], collected: Collected) -> list[str]:
     """Names of the optimizer's parameters in torch's id order."""
     by_memory = {}
     for s in collected.tensors:
         if s.obj.__class__.__module__.startswith("torch") and s.obj.numel():
             by_memory[(s.obj.data_ptr(), tuple(s.obj.shape), s.obj.dtype)] = s.name
-    recorded = [g.get("param_names") for g in optimizer.state_dict()["param_groups"]]
+    recorded = [g.get("param_names") for g in sd["param_groups"]]
     names = []
     for gi, group in enumerate(optimizer.param_groups):
         for pi, p in enumerate(group["params"]):
@@ -68,8 +68,8 @@ def capture_optimizer(optimizer: Any, collected: Collected) -> CapturedOptimizer
     if not hasattr(optimizer, "state_dict") or not hasattr(optimizer, "param_groups"):
         raise FormatError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     cls = type(optimizer)
-    return capture_state_dict(optimizer.state_dict(), _parameter_names(optimizer, collected),
-                              f"{cls.__module__}.{cls.__qualname__}")
+    sd = optimizer.state_dict()
+    return capture_state_dict(sd, _parameter_names(optimizer, sd, collected), f"{cls.__module__}.{cls.__qualname__}")
 
 
 def state_dict_ids(sd: Any, where: str = "optimizer") -> list[Any]:
