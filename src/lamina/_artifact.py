@@ -29,10 +29,11 @@ class Artifact:
         ('eye', ['fc'], [[1.0, 0.0], [0.0, 1.0]])
     """
 
-    def __init__(self, store: Store, manifest: Manifest, *, verify: bool = False) -> None:
+    def __init__(self, store: Store, manifest: Manifest, *, verify: bool = False,
+                 max_workers: int | None = None) -> None:
         self._store = store
         self._manifest = manifest
-        self._reader = ShardReader(store, manifest, verify=verify)
+        self._reader = ShardReader(store, manifest, verify=verify, max_workers=max_workers)
         self._stored = {t.name: t for t in manifest.tensors}
         self._resolve: dict[str, TensorEntry] = dict(self._stored)
         for a in manifest.aliases:
@@ -218,7 +219,8 @@ class Artifact:
                 except IntegrityError as exc:
                     problems.append((f.path, str(exc)))
         listed = {f.path for f in self._manifest.files} | {MANIFEST_NAME}
-        problems += [(p, "not listed in the manifest") for p in self._store.list() if p not in listed]
+        if self._store.can_list:
+            problems += [(p, "not listed in the manifest") for p in self._store.list() if p not in listed]
         if problems:
             detail = "; ".join(f"{p}: {why}" for p, why in problems)
             raise IntegrityError(f"{self.location}: {len(problems)} file(s) failed verification: {detail}", problems)

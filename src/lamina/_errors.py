@@ -10,7 +10,9 @@ these; each also derives from the builtin a caller would naturally catch::
     │   └── UnsafeInputError                  input that would need code execution (pickles, Lambda layers)
     ├── IntegrityError                        bytes on disk disagree with the manifest (size, sha256, header)
     ├── NotFoundError (KeyError)              missing snapshot, tensor, layer or file
-    ├── ExistsError (FileExistsError)         the save target exists and overwrite=False
+    ├── ExistsError (FileExistsError)         the save target (or a tag) exists and overwrite=False
+    ├── ConflictError                         a concurrent update won (a ref moved since it was read)
+    ├── StorageError (OSError)                a store failed: unreachable, refusing, read-only, timed out
     └── StateMismatchError (ValueError)       a model / optimizer does not match the snapshot
 """
 
@@ -28,6 +30,8 @@ __all__ = [
     "NotFoundError",
     "ExistsError",
     "StateMismatchError",
+    "ConflictError",
+    "StorageError",
 ]
 
 
@@ -73,6 +77,16 @@ class NotFoundError(LaminaError, KeyError):
 
 class ExistsError(LaminaError, FileExistsError):
     """The save target exists; pass ``overwrite=True`` to replace it."""
+
+
+class ConflictError(LaminaError):
+    """Another writer moved a ref first (compare-and-swap lost); nothing of this update was
+    published. Re-read the ref and retry."""
+
+
+class StorageError(LaminaError, OSError):
+    """A storage backend failed after bounded retries: unreachable or refusing server, permission
+    denied, timeout, or a write to a read-only store."""
 
 
 class StateMismatchError(LaminaError, ValueError):

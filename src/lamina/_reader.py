@@ -15,7 +15,7 @@ from typing import Any
 from ._dtypes import numpy_dtype, torch_dtype
 from ._errors import FormatError, IntegrityError, NotFoundError
 from ._manifest import FileEntry, Manifest, TensorEntry
-from ._parallel import default_workers, run_parallel
+from ._parallel import run_parallel
 from ._shards import plan_shard, read_header
 from ._store import Store
 
@@ -59,7 +59,7 @@ class ShardReader:
     def __init__(self, store: Store, manifest: Manifest, *, verify: bool = False,
                  max_workers: int | None = None) -> None:
         self.store = store
-        self.max_workers = max_workers or default_workers()
+        self.max_workers = max_workers or store.max_concurrency
         self.manifest = manifest
         self.verify = verify
         self.files: dict[str, FileEntry] = {f.path: f for f in manifest.files}

@@ -1,29 +1,59 @@
-"""The read side of the Store interface, and the local-directory backend.
+"""The Store interface, and the local-directory backend.
 
-A reader needs only byte ranges, sizes and listings; every Artifact read goes through these, so
-remote backends (issue 4) plug in without touching the reader.
+A Store is a flat namespace of files under a root, addressed by relative POSIX paths: byte-range
+reads, whole-file atomic writes, listing, deletion, and a compare-and-swap of a small object (the
+one primitive repositories need to move a ref safely). Every read of a snapshot and every write of
+a repository goes through it, so backends (local, fsspec/S3, HTTP) plug in without touching the
+reader or the repository logic.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from ._errors import IntegrityError, NotFoundError
+from ._errors import IntegrityError, NotFoundError, StorageError
 from ._naming import check_relative_path
+from ._parallel import default_workers
 
-__all__ = ["Store", "LocalStore"]
+__all__ = ["Store", "LocalStore", "Chunks", "as_chunks"]
+
+Chunks = bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview]
+
+
+def as_chunks(data: Chunks) -> Iterator[memoryview]:
+    """One uniform view of ``write``'s argument: a bytes-like object or an iterable of them."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        yield memoryview(data).cast("B")
+        return
+    for chunk in data:
+        yield memoryview(chunk).cast("B")
 
 
 class Store(ABC):
-    """Byte-range access to the files of one snapshot, addressed by relative POSIX paths."""
+    """Files under one root, addressed by relative POSIX paths.
+
+    Implementations guarantee: ``write`` is atomic per file (a reader sees the old content or the
+    new, never a mix); ``compare_and_swap`` is atomic against every other ``compare_and_swap`` on
+    the same path, across processes and machines where the backend allows (see each backend).
+    """
 
     location: str
+    read_only: bool = False
+    #: whether ``list`` works (HTTP cannot list)
+    can_list: bool = True
+    #: threads that make sense for concurrent requests to this backend
+    max_concurrency: int = 8
 
+    # ------------------------------------------------------------------ reads
     @abstractmethod
     def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
-        """Bytes ``[start, end)`` of a file (to its end when ``end`` is None); may be short at EOF."""
+        """Bytes ``[start, end)`` of a file (to its end when ``end`` is None); short at EOF.
+        Raises NotFoundError when the file is missing."""
 
     @abstractmethod
     def size(self, path: str) -> int:
@@ -33,43 +63,105 @@ class Store(ABC):
     def exists(self, path: str) -> bool: ...
 
     @abstractmethod
-    def list(self) -> list[str]:
-        """Every file below the root, as relative POSIX paths."""
+    def list(self, prefix: str = "") -> list[str]:
+        """Every file whose path starts with ``prefix`` (a directory prefix such as ``"refs/"``, or
+        ``""`` for all), as sorted relative POSIX paths."""
 
     def read_into(self, path: str, ranges: list[tuple[int, memoryview]]) -> None:
-        """Fill each buffer with the bytes at its start offset; IntegrityError if the file is short."""
-        for start, buffer in ranges:
-            data = self.read(path, start, start + len(buffer))
-            if len(data) != len(buffer):
-                raise IntegrityError(f"{path}: truncated (wanted {len(buffer)} bytes at {start}, got {len(data)})",
+        """Fill each buffer with the bytes at its start offset; IntegrityError if the file is short.
+
+        Adjacent ranges (sorted by offset, as the reader passes them) are fetched with one request.
+        """
+        for start, views in _coalesce(ranges):
+            end = start + sum(len(v) for v in views)
+            data = memoryview(self.read(path, start, end))
+            if len(data) != end - start:
+                raise IntegrityError(f"{path}: truncated (wanted {end - start} bytes at {start}, got {len(data)})",
                                      [(path, "truncated")])
-            buffer[:] = data
+            offset = 0
+            for view in views:
+                view[:] = data[offset : offset + len(view)]
+                offset += len(view)
+
+    def iter_chunks(self, path: str, chunk_size: int = 16 << 20) -> Iterator[bytes]:
+        """A whole file as consecutive chunks (bounded memory for large shards)."""
+        size = self.size(path)
+        for start in range(0, size, chunk_size):
+            data = self.read(path, start, min(size, start + chunk_size))
+            if not data:
+                raise IntegrityError(f"{path}: truncated at {start} of {size} bytes", [(path, "truncated")])
+            yield data
+
+    # ------------------------------------------------------------------ writes
+    def _refuse_write(self) -> None:
+        raise StorageError(f"{self.location} is read-only; it cannot be written to")
+
+    def write(self, path: str, data: Chunks) -> int:
+        """Create or replace a file atomically; returns the bytes written."""
+        self._refuse_write()
+        return 0
+
+    def delete(self, path: str) -> None:
+        """Remove a file; a missing file is not an error."""
+        self._refuse_write()
+
+    def compare_and_swap(self, path: str, expected: bytes | None, new: bytes | None) -> bool:
+        """Atomically set a small file to ``new`` (None: delete it) if its content is ``expected``
+        (None: it does not exist). Returns whether the swap happened."""
+        self._refuse_write()
+        return False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.location}>"
+
+
+def _coalesce(ranges: list[tuple[int, memoryview]]) -> list[tuple[int, list[memoryview]]]:
+    """Group ranges that follow each other without a gap into single requests."""
+    groups: list[tuple[int, list[memoryview]]] = []
+    end = -1
+    for start, view in ranges:
+        if groups and start == end:
+            groups[-1][1].append(view)
+        else:
+            groups.append((start, [view]))
+        end = start + len(view)
+    return groups
 
 
 class LocalStore(Store):
-    """A snapshot directory on the local filesystem."""
+    """A directory on the local filesystem (the default backend).
+
+    Writes go to a temporary file in the same directory and are renamed into place;
+    ``compare_and_swap`` holds an ``flock`` on a lock file under ``.lamina-locks/`` while it compares and
+    renames, so it is atomic across processes on one machine (and on filesystems with working
+    ``flock``, across machines).
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.location = str(self.root)
+        self.max_concurrency = default_workers()
 
     def _path(self, path: str) -> Path:
         return self.root / check_relative_path(path)
+
+    def _missing(self, path: str) -> NotFoundError:
+        return NotFoundError(f"{self.root / path}: file not found")
 
     def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
         try:
             with open(self._path(path), "rb") as f:
                 f.seek(start)
                 return f.read(-1 if end is None else max(0, end - start))
-        except FileNotFoundError:
-            raise NotFoundError(f"{self.root / path}: file not found") from None
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise self._missing(path) from None
 
     def read_into(self, path: str, ranges: list[tuple[int, memoryview]]) -> None:
         # One open per file, readinto straight into the destination: no intermediate bytes object.
         try:
             f = open(self._path(path), "rb", buffering=0)
-        except FileNotFoundError:
-            raise NotFoundError(f"{self.root / path}: file not found") from None
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise self._missing(path) from None
         with f:
             for start, buffer in ranges:
                 f.seek(start)
@@ -82,13 +174,94 @@ class LocalStore(Store):
                     done += n
 
     def size(self, path: str) -> int:
+        target = self._path(path)
         try:
-            return self._path(path).stat().st_size
-        except FileNotFoundError:
-            raise NotFoundError(f"{self.root / path}: file not found") from None
+            if target.is_file():
+                return target.stat().st_size
+        except OSError:
+            pass
+        raise self._missing(path)
 
     def exists(self, path: str) -> bool:
         return self._path(path).is_file()
 
-    def list(self) -> list[str]:
-        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+    def list(self, prefix: str = "") -> list[str]:
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not base.is_dir():
+            return []
+        out = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".lamina-")]
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                if name.startswith(".lamina-"):
+                    continue  # in-flight temporary files
+                p = name if rel == "." else f"{rel}/{name}"
+                if p.startswith(prefix):
+                    out.append(p)
+        return sorted(out)
+
+    # ------------------------------------------------------------------ writes
+    def _temp_beside(self, target: Path) -> Path:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {target.parent}: {exc.strerror}") from None
+        return target.parent / f".lamina-{os.getpid()}-{secrets.token_hex(6)}"
+
+    def write(self, path: str, data: Chunks) -> int:
+        target = self._path(path)
+        tmp = self._temp_beside(target)
+        size = 0
+        try:
+            with open(tmp, "wb", buffering=0) as f:
+                for chunk in as_chunks(data):
+                    written = 0
+                    while written < len(chunk):
+                        written += f.write(chunk[written:])
+                    size += len(chunk)
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from None
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return size
+
+    def delete(self, path: str) -> None:
+        try:
+            self._path(path).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot delete {self.root / path}: {exc.strerror}") from None
+
+    @contextmanager
+    def _locked(self, path: str) -> Iterator[None]:
+        lock = self.root / ".lamina-locks" / check_relative_path(path)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as f:
+            try:
+                import fcntl
+            except ImportError:  # Windows: msvcrt locking would go here; one process at a time
+                yield
+                return
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def compare_and_swap(self, path: str, expected: bytes | None, new: bytes | None) -> bool:
+        with self._locked(path):
+            try:
+                current: bytes | None = self.read(path)
+            except NotFoundError:
+                current = None
+            if current != expected:
+                return False
+            if new is None:
+                self.delete(path)
+            else:
+                self.write(path, new)
+            return True

@@ -1,5 +1,6 @@
-"""SnapshotWriter: streams shards and files into a temporary directory beside the target, writes the
-manifest last, then moves the directory into place atomically.
+"""Snapshot writers. ``SnapshotWriter`` lays out shards and files (shared by every destination);
+``DirectoryWriter`` streams them into a temporary directory beside the target, writes the manifest
+last, then moves the directory into place atomically.
 
 A killed save leaves at most a hidden ``.<name>.lamina-tmp-<pid>-<hex>`` sibling (swept by the next
 save to the same target once its process is gone); the target is either the previous snapshot,
@@ -14,7 +15,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from ._parallel import default_workers, run_parallel
 from ._shards import plan_shard
 from ._tensors import TensorSource
 
-__all__ = ["SnapshotWriter", "atomic_file_write", "check_file_destination", "INDEX_NAME", "WEIGHTS_DIR", "OPTIMIZER_DIR", "RESERVED_TOP_LEVEL"]
+__all__ = ["SnapshotWriter", "DirectoryWriter", "atomic_file_write", "check_file_destination", "INDEX_NAME", "WEIGHTS_DIR", "OPTIMIZER_DIR", "RESERVED_TOP_LEVEL"]
 
 INDEX_NAME = "model.safetensors.index.json"
 WEIGHTS_DIR = "weights"
@@ -100,7 +101,103 @@ def atomic_file_write(dst: str | os.PathLike[str], write: Callable[[Path], None]
 
 
 class SnapshotWriter:
-    """Write one snapshot directory atomically. Use as a context manager; call ``commit`` last.
+    """What every snapshot writer shares: one shard per layer, extra files, the file table.
+
+    Subclasses decide where bytes go (:class:`DirectoryWriter`: a local directory committed by a
+    rename; the repository writer: content-addressed blobs) by implementing ``_put`` and
+    ``commit``. Use as a context manager; call ``commit`` last.
+
+    Args:
+        max_workers: shards written (and hashed) at once; peak extra memory is about this many
+            layers for tensors that need a copy (GPU or non-contiguous), none otherwise.
+        on_shard: called with each written shard's size (progress).
+        after_shard: called with each written shard's sources (e.g. to drop mapped pages).
+    """
+
+    def __init__(self, *, max_workers: int | None = None, on_shard: Callable[[int], None] | None = None,
+                 after_shard: Callable[[Sequence[TensorSource]], None] | None = None) -> None:
+        self.files: list[FileEntry] = []
+        self.manifest: Manifest | None = None  # set by the caller once laid out
+        self.max_workers = max_workers or default_workers()
+        self.on_shard = on_shard
+        self.after_shard = after_shard
+
+    def __enter__(self) -> SnapshotWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def _put(self, relpath: str, chunks: Callable[[], Iterable[memoryview | bytes]], role: str) -> FileEntry:
+        """Store one file; ``chunks()`` yields its bytes (and may be called again for a second pass)."""
+        raise NotImplementedError
+
+    def commit(self, manifest: Manifest) -> bytes:
+        """Publish the snapshot, the manifest last; returns the manifest's bytes."""
+        raise NotImplementedError
+
+    def write_shards(
+        self, directory: str, layers: Sequence[tuple[str, Sequence[tuple[str, TensorSource]]]], role: str
+    ) -> list[TensorEntry]:
+        """Write one shard per ``(layer, [(key in shard, source), ...])``, several at a time.
+
+        Returns the index entries, layers in the given order; the file table keeps that order
+        too, so the manifest does not depend on thread timing.
+        """
+        relpaths = [f"{directory}/{encode_layer(layer)}.safetensors" for layer, _ in layers]
+        taken = {f.path for f in self.files}
+        for relpath in relpaths:
+            if relpath in taken:
+                raise FormatError(f"two layers map to the shard file {relpath!r}; rename one of them")
+            taken.add(relpath)
+
+        def write(job: tuple[str, tuple[str, Sequence[tuple[str, TensorSource]]]]) -> tuple[FileEntry, list[TensorEntry]]:
+            relpath, (layer, tensors) = job
+            by_key = dict(tensors)
+            header, planned = plan_shard([(k, s.dtype.code, s.shape) for k, s in tensors])
+            chunks = [header] + [by_key[e.name].buffer() for e in planned if e.nbytes]
+            entry = self._put(relpath, lambda: chunks, role)
+            if self.after_shard is not None:
+                self.after_shard([s for _, s in tensors])
+            if self.on_shard is not None:
+                self.on_shard(entry.size)
+            return entry, [TensorEntry(e.name, e.dtype, e.shape, e.begin, e.end, layer=layer, file=relpath)
+                           for e in planned]
+
+        results = run_parallel(write, list(zip(relpaths, layers)), self.max_workers)
+        self.files += [file for file, _ in results]
+        return [t for _, entries in results for t in entries]
+
+    def write_file(self, relpath: str, data: bytes | os.PathLike[str] | Mapping[str, Any], role: str = "extra") -> None:
+        """Write an extra file: bytes, a path to copy, or a mapping written as JSON."""
+        check_relative_path(relpath, f"files[{relpath!r}]")
+        if role == "extra" and relpath.split("/", 1)[0] in RESERVED_TOP_LEVEL:
+            raise FormatError(f"files[{relpath!r}]: {relpath.split('/', 1)[0]!r} is reserved by the lamina layout")
+        if any(f.path == relpath for f in self.files):
+            raise FormatError(f"files[{relpath!r}]: written twice")
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            content = bytes(data)
+            self.files.append(self._put(relpath, lambda: [content], role))
+        elif isinstance(data, os.PathLike):
+            src = Path(data)
+            if not src.is_file():
+                raise FormatError(f"files[{relpath!r}]: {src} is not a readable file")
+
+            def read_file() -> Iterator[bytes]:
+                with open(src, "rb") as f:
+                    yield from iter(lambda: f.read(_CHUNK), b"")
+            self.files.append(self._put(relpath, read_file, role))
+        elif isinstance(data, Mapping):
+            text = (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+            self.files.append(self._put(relpath, lambda: [text], role))
+        else:
+            raise FormatError(f"files[{relpath!r}]: expected bytes, a pathlib.Path or a JSON-able dict, "
+                              f"got {type(data).__name__}")
+
+
+class DirectoryWriter(SnapshotWriter):
+    """Write one snapshot directory atomically: every file into a temporary directory beside the
+    target, the manifest last, then one rename into place.
 
     Args:
         target: the snapshot directory to create (or replace, with ``overwrite``).
@@ -108,27 +205,20 @@ class SnapshotWriter:
             existing path is refused, so a typo cannot delete unrelated data.
         durable: fsync files and directories before the commit, so a power loss cannot leave a
             manifest that points at unwritten data.
-        max_workers: shards written (and hashed) at once; peak extra memory is about this many
-            layers for tensors that need a copy (GPU or non-contiguous), none otherwise.
-        on_shard: called with each written shard's size (progress).
-        after_shard: called with each written shard's sources (e.g. to drop mapped pages).
+        **kwargs: see :class:`SnapshotWriter`.
     """
 
     def __init__(self, target: str | os.PathLike[str], *, overwrite: bool = False, durable: bool = True,
-                 max_workers: int | None = None, on_shard: Callable[[int], None] | None = None,
-                 after_shard: Callable[[Sequence[TensorSource]], None] | None = None) -> None:
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.target = Path(target).absolute()
         self.overwrite = overwrite
         self.durable = durable
-        self.files: list[FileEntry] = []
-        self.max_workers = max_workers or default_workers()
-        self.on_shard = on_shard
-        self.after_shard = after_shard
         self._tmp: Path | None = None
         self._written: list[Path] = []
 
     # -------------------------------------------------------------------------- lifecycle
-    def __enter__(self) -> SnapshotWriter:
+    def __enter__(self) -> DirectoryWriter:
         self._check_target()
         _make_parent(self.target)
         self._sweep_stale()
@@ -159,19 +249,19 @@ class SnapshotWriter:
 
     # -------------------------------------------------------------------------- content
     def _dest(self, relpath: str) -> Path:
-        assert self._tmp is not None, "use SnapshotWriter as a context manager"
+        assert self._tmp is not None, "use DirectoryWriter as a context manager"
         dest = self._tmp / relpath
         dest.parent.mkdir(parents=True, exist_ok=True)
         return dest
 
-    def _stream(self, relpath: str, chunks: Iterable[memoryview | bytes], role: str) -> FileEntry:
+    def _put(self, relpath: str, chunks: Callable[[], Iterable[memoryview | bytes]], role: str) -> FileEntry:
         """Write chunks to relpath, hashing as it goes (both release the GIL, so shards written
         on several threads hash in parallel). Returns the entry; the caller records it."""
         sha = hashlib.sha256()
         size = 0
         dest = self._dest(relpath)
         with open(dest, "wb", buffering=0) as f:
-            for chunk in chunks:
+            for chunk in chunks():
                 view = memoryview(chunk).cast("B")
                 for start in range(0, len(view), _CHUNK):
                     piece = view[start : start + _CHUNK]
@@ -183,67 +273,15 @@ class SnapshotWriter:
         self._written.append(dest)
         return FileEntry(path=relpath, size=size, sha256=sha.hexdigest(), role=role)
 
-    def write_shards(
-        self, directory: str, layers: Sequence[tuple[str, Sequence[tuple[str, TensorSource]]]], role: str
-    ) -> list[TensorEntry]:
-        """Write one shard per ``(layer, [(key in shard, source), ...])``, several at a time.
-
-        Returns the index entries, layers in the given order; the file table keeps that order
-        too, so the manifest does not depend on thread timing.
-        """
-        relpaths = [f"{directory}/{encode_layer(layer)}.safetensors" for layer, _ in layers]
-        taken = {f.path for f in self.files}
-        for relpath in relpaths:
-            if relpath in taken:
-                raise FormatError(f"two layers map to the shard file {relpath!r}; rename one of them")
-            taken.add(relpath)
-
-        def write(job: tuple[str, tuple[str, Sequence[tuple[str, TensorSource]]]]) -> tuple[FileEntry, list[TensorEntry]]:
-            relpath, (layer, tensors) = job
-            by_key = dict(tensors)
-            header, planned = plan_shard([(k, s.dtype.code, s.shape) for k, s in tensors])
-            chunks = [header] + [by_key[e.name].buffer() for e in planned if e.nbytes]
-            entry = self._stream(relpath, chunks, role)
-            if self.after_shard is not None:
-                self.after_shard([s for _, s in tensors])
-            if self.on_shard is not None:
-                self.on_shard(entry.size)
-            return entry, [TensorEntry(e.name, e.dtype, e.shape, e.begin, e.end, layer=layer, file=relpath)
-                           for e in planned]
-
-        results = run_parallel(write, list(zip(relpaths, layers)), self.max_workers)
-        self.files += [file for file, _ in results]
-        return [t for _, entries in results for t in entries]
-
-    def write_file(self, relpath: str, data: bytes | os.PathLike[str] | Mapping[str, Any], role: str = "extra") -> None:
-        """Write an extra file: bytes, a path to copy, or a mapping written as JSON."""
-        check_relative_path(relpath, f"files[{relpath!r}]")
-        if role == "extra" and relpath.split("/", 1)[0] in RESERVED_TOP_LEVEL:
-            raise FormatError(f"files[{relpath!r}]: {relpath.split('/', 1)[0]!r} is reserved by the lamina layout")
-        if any(f.path == relpath for f in self.files):
-            raise FormatError(f"files[{relpath!r}]: written twice")
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            self.files.append(self._stream(relpath, [bytes(data)], role))
-        elif isinstance(data, os.PathLike):
-            src = Path(data)
-            if not src.is_file():
-                raise FormatError(f"files[{relpath!r}]: {src} is not a readable file")
-            with open(src, "rb") as f:
-                self.files.append(self._stream(relpath, iter(lambda: f.read(_CHUNK), b""), role))
-        elif isinstance(data, Mapping):
-            text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-            self.files.append(self._stream(relpath, [text.encode("utf-8")], role))
-        else:
-            raise FormatError(f"files[{relpath!r}]: expected bytes, a pathlib.Path or a JSON-able dict, "
-                              f"got {type(data).__name__}")
-
     # -------------------------------------------------------------------------- commit
-    def commit(self, manifest: Manifest) -> None:
-        """Write the manifest (the commit point) and move the snapshot into place."""
+    def commit(self, manifest: Manifest, data: bytes | None = None) -> bytes:
+        """Write the manifest (the commit point) and move the snapshot into place. ``data``: the
+        manifest's exact bytes when copying a snapshot (default: encode ``manifest``)."""
         assert self._tmp is not None
         if self.durable:  # all at once: the device flushes many files faster than one by one
             run_parallel(_fsync, self._written, 8)
-        data = encode_manifest(manifest)
+        if data is None:
+            data = encode_manifest(manifest)
         part = self._tmp / f"{MANIFEST_NAME}.part"
         with open(part, "wb") as f:
             f.write(data)
@@ -260,6 +298,7 @@ class SnapshotWriter:
         self._move_into_place()
         if self.durable:
             _fsync(self.target.parent)
+        return data
 
     def _move_into_place(self) -> None:
         assert self._tmp is not None

@@ -1,0 +1,39 @@
+"""RepoWriter: the snapshot writer whose files become repository blobs, one layer at a time."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ._manifest import FileEntry, Manifest
+from ._manifest_codec import encode_manifest
+from ._writer import SnapshotWriter
+
+if TYPE_CHECKING:
+    from ._repo import Repo, _Counter
+
+__all__ = ["RepoWriter"]
+
+
+class RepoWriter(SnapshotWriter):
+    """Hashes each file from memory, then uploads it only if the repository lacks that blob, so
+    a layer unchanged since any earlier revision costs no upload. Nothing is staged locally."""
+
+    def __init__(self, repo: Repo, counter: _Counter, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.repo = repo
+        self.counter = counter
+
+    def _put(self, relpath: str, chunks: Callable[[], Iterable[memoryview | bytes]], role: str) -> FileEntry:
+        sha, size = hashlib.sha256(), 0
+        for chunk in chunks():
+            sha.update(chunk)
+            size += memoryview(chunk).nbytes
+        digest = sha.hexdigest()
+        self.repo._put_blob(digest, size, chunks, self.counter)
+        return FileEntry(path=relpath, size=size, sha256=digest, role=role)
+
+    def commit(self, manifest: Manifest) -> bytes:
+        """The manifest's bytes; the repository uploads them and publishes the revision."""
+        return encode_manifest(manifest)
