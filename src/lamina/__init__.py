@@ -10,14 +10,19 @@ Example:
 
 from ._api import open, save
 from ._convert import convert
+from ._diff import LayerDiff, SnapshotDiff, diff
+from ._repo import FsckReport, GcResult, PushResult, Repo
+from ._repo_layout import Revision
 from ._artifact import Artifact
 from ._errors import (
+    ConflictError,
     ExistsError,
     FormatError,
     IntegrityError,
     LaminaError,
     NotFoundError,
     StateMismatchError,
+    StorageError,
     UnsafeInputError,
     UnsafePathError,
     UnsupportedVersionError,
@@ -30,7 +35,15 @@ __all__ = [
     "save",
     "open",
     "convert",
+    "diff",
     "Artifact",
+    "Repo",
+    "Revision",
+    "PushResult",
+    "GcResult",
+    "FsckReport",
+    "SnapshotDiff",
+    "LayerDiff",
     "ModelInfo",
     "TrainingState",
     "LoadReport",
@@ -45,5 +58,7 @@ __all__ = [
     "NotFoundError",
     "ExistsError",
     "StateMismatchError",
+    "ConflictError",
+    "StorageError",
     "__version__",
 ]

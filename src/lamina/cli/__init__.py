@@ -1,35 +1,19 @@
-"""The ``lamina`` command line: inspect and verify snapshots."""
+"""The ``lamina`` command line: inspect, verify and convert snapshots; repository commands live in
+``_repo_commands``."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import Any
 
 import click
 
-from .._errors import IntegrityError, LaminaError
+from .._errors import IntegrityError
 from .._version import __version__
+from ._errors_cli import EXIT_INVALID, one_line_errors
+from ._repo_commands import register
 
 __all__ = ["main", "cli"]
-
-EXIT_INVALID = 1  # verify found bad files
-EXIT_ERROR = 2  # bad input, missing snapshot, usage error
-
-
-def _one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Report lamina errors as one line on stderr with a non-zero exit, never a traceback."""
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except LaminaError as exc:
-            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-            sys.exit(EXIT_ERROR)
-    return wrapper
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="lamina")
@@ -38,9 +22,9 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("path", type=click.Path())
+@click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
-@_one_line_errors
+@one_line_errors
 def inspect(path: str, as_json: bool) -> None:
     """Show a snapshot's info, training state, layers, optimizer and files (reads the manifest only)."""
     import lamina
@@ -56,8 +40,8 @@ def inspect(path: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("path", type=click.Path())
-@_one_line_errors
+@click.argument("path")
+@one_line_errors
 def verify(path: str) -> None:
     """Check every file's size and sha256 and every shard header against the manifest.
 
@@ -95,7 +79,7 @@ def verify(path: str) -> None:
               help="ONNX output: refresh the weights of this existing model (matched by name).")
 @click.option("--external-data/--no-external-data", default=None,
               help="ONNX output: weights in DST.data (default: only above the 2 GB protobuf limit).")
-@_one_line_errors
+@one_line_errors
 def convert(src: str, dst: str, from_format: str | None, to_format: str | None, overwrite: bool,
             trust_pickle: bool, param_names: str | None, optimizer_index: int | None, checkpoint: bool,
             onnx_template: str | None, external_data: bool | None) -> None:
@@ -117,6 +101,9 @@ def convert(src: str, dst: str, from_format: str | None, to_format: str | None, 
             report=lambda message: click.echo(message, err=True),
         )
     click.echo(f"wrote {out}")
+
+
+register(cli)
 
 
 def main() -> None:

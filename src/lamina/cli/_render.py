@@ -1,4 +1,4 @@
-"""Rich tables for ``lamina inspect``."""
+"""Rich tables for ``lamina inspect`` and ``lamina diff``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["render_summary"]
+__all__ = ["render_summary", "render_diff", "format_bytes"]
 
 
-def _bytes(n: int) -> str:
+def format_bytes(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
@@ -35,7 +35,7 @@ def render_summary(s: dict[str, Any], console: Console | None = None) -> None:
         "location": s["location"], "format": s["format_version"],
         "producer": " ".join(s["producer"].values()),
         "framework": " ".join(s["framework"].values()) if s["framework"] else None,
-        "tensors": s["tensors"], "parameters": f"{s['parameters']:,}", "size": _bytes(s["total_bytes"]),
+        "tensors": s["tensors"], "parameters": f"{s['parameters']:,}", "size": format_bytes(s["total_bytes"]),
     }))
     console.print(_pairs("Info", s["info"]))
     if s["training"]:
@@ -45,7 +45,7 @@ def render_summary(s: dict[str, Any], console: Console | None = None) -> None:
                          ("bytes", "right"), ("dtypes", "left")):
         layers.add_column(col, justify=justify)  # type: ignore[arg-type]
     for row in s["layers"]:
-        layers.add_row(row["name"], str(row["tensors"]), f"{row['parameters']:,}", _bytes(row["bytes"]),
+        layers.add_row(row["name"], str(row["tensors"]), f"{row['parameters']:,}", format_bytes(row["bytes"]),
                        ",".join(row["dtypes"]) or "(tied)")
     console.print(layers)
     if s["aliases"]:
@@ -54,12 +54,30 @@ def render_summary(s: dict[str, Any], console: Console | None = None) -> None:
         o = s["optimizer"]
         console.print(_pairs("Optimizer", {
             "class": o["class"], "slots": ", ".join(o["slots"]),
-            "params with state": o["params_with_state"], "state size": _bytes(o["bytes"]),
+            "params with state": o["params_with_state"], "state size": format_bytes(o["bytes"]),
             **{f"group {i}": f"{g['params']} params, {g['hyperparameters']}" for i, g in enumerate(o["param_groups"])},
         }))
     files = Table(title="Files", title_justify="left")
     for col in ("path", "role", "size", "sha256"):
         files.add_column(col, justify="right" if col == "size" else "left")
     for f in s["files"]:
-        files.add_row(f["path"], f["role"], _bytes(f["size"]), f["sha256"][:16] + "…")
+        files.add_row(f["path"], f["role"], format_bytes(f["size"]), f["sha256"][:16] + "…")
     console.print(files)
+
+
+def render_diff(diff: Any) -> None:
+    """Per-layer table of a :class:`lamina.SnapshotDiff`, then files and totals."""
+    console = Console()
+    table = Table(title=f"{diff.a} -> {diff.b}", title_justify="left")
+    for column in ("layer", "status", "before", "after"):
+        table.add_column(column, justify="right" if column in ("before", "after") else "left")
+    style = {"added": "green", "removed": "red", "changed": "yellow", "unchanged": "dim"}
+    for d in diff.layers:
+        table.add_row(d.layer, f"[{style[d.status]}]{d.status}[/]", format_bytes(d.old_bytes), format_bytes(d.new_bytes))
+    console.print(table)
+    for path, status in diff.files:
+        console.print(f"file {path}: {status}")
+    counts = {s: len(getattr(diff, s)) for s in ("added", "removed", "changed", "unchanged")}
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {format_bytes(diff.changed_bytes)} new or "
+                  f"changed" + ("; info changed" if diff.info_changed else "")
+                  + ("; training state changed" if diff.training_changed else ""))
