@@ -35,3 +35,43 @@ def snapshot(tmp_path: Path, tied_model: TiedLM) -> Path:
 
     lamina.save(tied_model, path, info={"name": "tied"}, files={"config.json": {"dim": 8}})
     return path
+
+
+# ---------------------------------------------------------------- S3 (a moto server) for store tests
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+import boto3  # noqa: E402
+
+from servers import start_moto  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """The endpoint URL of one moto S3 server on 127.0.0.1 for the whole session."""
+    server, endpoint = start_moto()
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_endpoint: str) -> Any:
+    """A boto3 S3 client for the moto server (to set up and inspect buckets directly)."""
+    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+@pytest.fixture
+def s3_bucket(s3_client: Any) -> str:
+    """A fresh, uniquely named, empty bucket."""
+    name = f"lamina-test-{uuid.uuid4().hex[:16]}"
+    s3_client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_options(s3_endpoint: str) -> dict[str, Any]:
+    """fsspec ``storage_options`` for s3fs against the moto server."""
+    return {"key": "testing", "secret": "testing",
+            "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}

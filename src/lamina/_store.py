@@ -20,7 +20,7 @@ from ._errors import IntegrityError, NotFoundError, StorageError
 from ._naming import check_relative_path
 from ._parallel import default_workers
 
-__all__ = ["Store", "LocalStore", "Chunks", "as_chunks"]
+__all__ = ["Store", "LocalStore", "Chunks", "as_chunks", "check_prefix"]
 
 Chunks = bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview]
 
@@ -32,6 +32,13 @@ def as_chunks(data: Chunks) -> Iterator[memoryview]:
         return
     for chunk in data:
         yield memoryview(chunk).cast("B")
+
+
+def check_prefix(prefix: str) -> str:
+    """A listing prefix: empty, or a relative path (a trailing ``/`` allowed) that stays inside."""
+    if prefix:
+        check_relative_path(prefix[:-1] if prefix.endswith("/") else prefix, "prefix")
+    return prefix
 
 
 class Store(ABC):
@@ -186,6 +193,7 @@ class LocalStore(Store):
         return self._path(path).is_file()
 
     def list(self, prefix: str = "") -> list[str]:
+        check_prefix(prefix)
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not base.is_dir():
             return []

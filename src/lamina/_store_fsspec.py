@@ -14,7 +14,7 @@ from typing import Any
 
 from ._errors import NotFoundError, StorageError
 from ._naming import check_relative_path
-from ._store import Chunks, Store, as_chunks
+from ._store import Chunks, Store, as_chunks, check_prefix
 
 __all__ = ["FsspecStore"]
 
@@ -27,8 +27,16 @@ def _is_missing(exc: BaseException) -> bool:
 
 
 def _precondition_failed(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__} {exc}"
-    return "PreconditionFailed" in text or "412" in text or "ConditionalRequestConflict" in text
+    # s3fs turns a 412 into OSError(EINVAL, "At least one of the pre-conditions ... did not hold");
+    # the botocore error underneath carries the code.
+    for error in (exc, exc.__cause__, exc.__context__):
+        if error is None:
+            continue
+        code = getattr(error, "response", {}).get("Error", {}).get("Code", "") if hasattr(error, "response") else ""
+        text = f"{type(error).__name__} {error} {code}"
+        if any(k in text for k in ("PreconditionFailed", "412", "ConditionalRequestConflict", "pre-conditions")):
+            return True
+    return False
 
 
 class FsspecStore(Store):
@@ -77,7 +85,7 @@ class FsspecStore(Store):
         except Exception as exc:
             if _is_missing(exc):
                 raise NotFoundError(f"{self.location}/{path}: file not found") from None
-            if isinstance(exc, OSError) and "Range" in str(exc):  # start past EOF
+            if isinstance(exc, OSError) and "not satisfiable" in str(exc).lower():  # start at or past EOF
                 return b""
             raise self._fail("read", path, exc) from None
 
@@ -101,6 +109,7 @@ class FsspecStore(Store):
             raise self._fail("stat", path, exc) from None
 
     def list(self, prefix: str = "") -> list[str]:
+        check_prefix(prefix)
         base = self.root + "/" + prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         try:
             found = self.fs.find(base, withdirs=False)
