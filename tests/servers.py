@@ -90,6 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
     """GET/HEAD of files under the owner's root, with single byte ranges and injected failures."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # no delayed-ACK stall between the header and body writes
     server: _Server
     timeout = 30  # idle keep-alive connections do not pin a thread forever
 
@@ -141,8 +142,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if not chunk:  # the file shrank under us: the client sees a short body
                     self.close_connection = True
                     return
+                owner._count(len(chunk))  # before the write: the client may read it before we return
                 self.wfile.write(chunk)
-                owner._count(len(chunk))
                 remaining -= len(chunk)
 
     def _status(self, status: int, headers: dict[str, str] | None = None) -> None:

@@ -61,6 +61,9 @@ class FsspecStore(Store):
         if protocol in _S3_PROTOCOLS:
             # Refs and blobs change under other writers: never answer from a stale listing.
             options.setdefault("use_listings_cache", False)
+            # Bounded waits: a silent endpoint fails within about a minute instead of hanging.
+            config = {"connect_timeout": 10, "read_timeout": 30, "retries": {"max_attempts": 3}}
+            options["config_kwargs"] = {**config, **dict(options.get("config_kwargs") or {})}
         try:
             self.fs = fsspec.filesystem(protocol, **options)
         except ImportError as exc:
