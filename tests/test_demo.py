@@ -15,7 +15,11 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, str(DEMO), str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "resumed training matches uninterrupted training bit for bit: True" in res.stdout
-    assert "OK " in res.stdout
+    assert "OK " in res.stdout and "repository demo: OK" in res.stdout
     art = lamina.open(tmp_path / "tiny-lm")
     art.verify()
     assert art.info.name == "tiny-lm" and art.training.step == 20 and art.optimizer is not None
+    repo = lamina.Repo(tmp_path / "repo")
+    assert [r.message for r in repo.log("v1.1")] == ["fine-tuned blocks.1.3", "pretrained"]
+    assert repo.fsck(full=True).ok
+    assert lamina.diff(tmp_path / "pulled-v1.0", f"{tmp_path / 'repo'}@v1.0").identical

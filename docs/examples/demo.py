@@ -1,5 +1,7 @@
 """The lamina demo: train a small torch model, save it with its optimizer, inspect, verify, load
-one layer lazily, and resume training bit-identically. Run with ``make demo``.
+one layer lazily, resume training bit-identically, then version it in a local repository
+(push, fine-tune one layer, push again: only that layer is uploaded; log, diff, pull, fsck).
+Run with ``make demo``.
 
 Everything is made locally (no downloads); output goes to ``demo-out/`` (or the first argument).
 """
@@ -87,6 +89,42 @@ def main(out: Path) -> None:
     print(f"resumed training matches uninterrupted training bit for bit: {same}")
     if not same:
         raise SystemExit("demo failed: resumed training diverged")
+
+    version_in_a_repository(out, path)
+
+
+def version_in_a_repository(out: Path, snapshot: Path) -> None:
+    """Push v1, fine-tune one layer of it, save v2 straight into the repository, compare."""
+    import shutil
+
+    repo_path = out / "repo"
+    shutil.rmtree(repo_path, ignore_errors=True)
+    cli("push", str(snapshot), str(repo_path), "-m", "pretrained", "-t", "v1.0")
+
+    model = TinyLM()
+    lamina.open(f"{repo_path}@v1.0").load_into(model)  # weights only; the optimizer state stays in v1.0
+
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("blocks.1.3"))  # fine-tune one Linear layer only
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    train(model, opt, steps=3, seed=3)
+    repo = lamina.Repo(repo_path)
+    result = repo.save(model, message="fine-tuned blocks.1.3", tag="v1.1",  # no local copy
+                       info={"name": "tiny-lm", "version": "1.1.0"}, files={"config.json": {"vocab": 64, "dim": 32, "blocks": 2}})
+    print(f"\nv1.1: uploaded {result.uploaded_bytes} bytes in {result.uploaded_files} files, "
+          f"reused {result.reused_bytes} bytes in {result.reused_files}")
+    diff = repo.diff("v1.0", "v1.1")
+    print(f"diff v1.0 -> v1.1: changed {diff.changed}, unchanged {len(diff.unchanged)} layers")
+    if diff.changed != ["blocks.1.3"]:
+        raise SystemExit(f"demo failed: expected only blocks.1.3 to change, got {diff.changed}")
+
+    cli("log", str(repo_path))
+    cli("diff", "--repo", str(repo_path), "v1.0", "v1.1")
+    cli("pull", f"{repo_path}@v1.0", str(out / "pulled-v1.0"), "--overwrite")
+    cli("fsck", str(repo_path), "--full")
+    lazy = lamina.open(f"{repo_path}@v1.1").layer("blocks.1.3")
+    assert torch.equal(lazy["blocks.1.3.weight"], model.blocks[1][3].weight)
+    print("repository demo: OK")
 
 
 if __name__ == "__main__":
