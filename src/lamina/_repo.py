@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from ._repo_layout import (
     tag_path,
 )
 from ._snapshot_stores import BlobCache, BlobSnapshotStore, CachedSnapshotStore
-from ._store import Store
+from ._store import LocalStore, Store
 from ._transfer import Progress, hashed_chunks
 
 __all__ = ["Repo", "PushResult", "GcResult", "FsckReport"]
@@ -99,8 +100,6 @@ class _Counter:
     """Thread-safe upload accounting for one push."""
 
     def __init__(self, progress: Progress | None, total: int) -> None:
-        import threading
-
         self.lock = threading.Lock()
         self.uploaded_bytes = self.uploaded_files = self.reused_bytes = self.reused_files = 0
         self.progress, self.total, self.done = progress, total, 0
@@ -149,7 +148,7 @@ class Repo:
 
         if isinstance(location, Store):
             self.store = location
-            remote = not type(location).__name__.startswith("Local")
+            remote = not isinstance(location, LocalStore)
         else:
             self.store = open_store(location, storage_options)
             remote = is_remote(location)
@@ -564,6 +563,7 @@ class Repo:
                 for stale_push in self.store.list("locks/push-"):
                     if not self._marker_live(stale_push):
                         self.store.delete(stale_push)
+                self.store.sweep_temporaries()
             return GcResult(len(doomed_blobs), freed, len(doomed_revisions), len(blobs), dry_run)
         finally:
             self.store.compare_and_swap(_GC_LOCK, body, None)

@@ -118,6 +118,10 @@ class Store(ABC):
         self._refuse_write()
         return False
 
+    def sweep_temporaries(self) -> int:
+        """Remove temporary files left by writers that were killed; returns how many."""
+        return 0
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.location}>"
 
@@ -235,6 +239,19 @@ class LocalStore(Store):
             if tmp.exists():
                 tmp.unlink()
         return size
+
+    def sweep_temporaries(self) -> int:
+        from ._writer import _pid_alive
+
+        removed = 0
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if d != ".lamina-locks"]
+            for name in filenames:
+                pid = name.split("-")[1] if name.startswith(".lamina-") and name.count("-") >= 2 else ""
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    Path(dirpath, name).unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     def delete(self, path: str) -> None:
         try:
