@@ -196,11 +196,14 @@ class Artifact:
 
     def verify(self) -> None:
         """Check every file's size and sha256, every shard header, and that no unlisted file
-        exists. Raises :class:`lamina.IntegrityError` listing every bad file."""
+        exists — on the storage itself, bypassing any local cache. Raises
+        :class:`lamina.IntegrityError` listing every bad file."""
+        store = self._store.source()
+        reader = self._reader if store is self._store else ShardReader(store, self._manifest)
         problems: list[tuple[str, str]] = []
         for f in self._manifest.files:
             try:
-                size = self._store.size(f.path)
+                size = store.size(f.path)
             except NotFoundError:
                 problems.append((f.path, "missing"))
                 continue
@@ -208,19 +211,19 @@ class Artifact:
                 problems.append((f.path, f"size {size}, expected {f.size}"))
                 continue
             sha = hashlib.sha256()
-            for start in range(0, size, 64 << 20):
-                sha.update(self._store.read(f.path, start, min(size, start + (64 << 20))))
+            for chunk in store.iter_chunks(f.path):
+                sha.update(chunk)
             if sha.hexdigest() != f.sha256:
                 problems.append((f.path, "sha256 mismatch"))
                 continue
             if f.role in ("weights", "optimizer"):
                 try:
-                    self._reader.check_shard(f.path)
+                    reader.check_shard(f.path)
                 except IntegrityError as exc:
                     problems.append((f.path, str(exc)))
         listed = {f.path for f in self._manifest.files} | {MANIFEST_NAME}
-        if self._store.can_list:
-            problems += [(p, "not listed in the manifest") for p in self._store.list() if p not in listed]
+        if store.can_list:
+            problems += [(p, "not listed in the manifest") for p in store.list() if p not in listed]
         if problems:
             detail = "; ".join(f"{p}: {why}" for p, why in problems)
             raise IntegrityError(f"{self.location}: {len(problems)} file(s) failed verification: {detail}", problems)

@@ -210,9 +210,11 @@ class Repo:
             check_ref_name(ref)
             revision_id = self._read_ref(head_path(ref)) or self._read_ref(tag_path(ref))
             if revision_id is None:
-                known = sorted(self.branches()) + sorted(self.tags())
-                raise NotFoundError(f"{self.location}: unknown ref {ref!r}; branches and tags: "
-                                    f"{', '.join(known) or '(none)'}")
+                hint = ""
+                if self.store.can_list:  # HTTP cannot list refs
+                    known = sorted(self.branches()) + sorted(self.tags())
+                    hint = f"; branches and tags: {', '.join(known) or '(none)'}"
+                raise NotFoundError(f"{self.location}: unknown ref {ref!r}{hint}")
         elif len(ref) == 64:
             revision_id = ref
         else:

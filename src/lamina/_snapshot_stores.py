@@ -151,6 +151,7 @@ class CachedSnapshotStore(Store):
         self.inner = inner
         self.cache = cache
         self.location = inner.location
+        self.can_list = inner.can_list
         self.max_concurrency = inner.max_concurrency
         self._files = {f.path: f for f in files}
         self._local = LocalStore(cache.root)
@@ -182,3 +183,6 @@ class CachedSnapshotStore(Store):
 
     def list(self, prefix: str = "") -> list[str]:
         return self.inner.list(prefix)
+
+    def source(self) -> Store:
+        return self.inner.source()

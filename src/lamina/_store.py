@@ -122,6 +122,10 @@ class Store(ABC):
         """Remove temporary files left by writers that were killed; returns how many."""
         return 0
 
+    def source(self) -> Store:
+        """The store holding the authoritative bytes (itself, unless this is a cache in front)."""
+        return self
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.location}>"
 
