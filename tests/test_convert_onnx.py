@@ -14,8 +14,6 @@ import io
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable

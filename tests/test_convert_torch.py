@@ -11,8 +11,6 @@ import json
 import os
 import pickle
 import random
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
