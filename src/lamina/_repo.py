@@ -404,7 +404,8 @@ class Repo:
         box: dict[str, bytes] = {}
 
         def upload_all(counter: _Counter) -> None:
-            with RepoWriter(self, counter, max_workers=self.max_concurrency) as writer:
+            # A few layers in flight: each upload buffers up to one multipart part (s3fs: 50 MB).
+            with RepoWriter(self, counter, max_workers=min(4, self.max_concurrency)) as writer:
                 box["manifest"] = fill_snapshot(writer, collected, progress=progress, **snapshot_options)
 
         return self._publish(upload_all, None, 0, branch=branch, message=message, tag=tag, author=author,
