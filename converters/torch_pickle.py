@@ -26,8 +26,8 @@ import lamina
 from lamina._api import write_snapshot
 from lamina._errors import FormatError, NotFoundError, StateMismatchError, UnsafeInputError
 from lamina._manifest import plain_value
-from lamina._shards import plan_shard
-from lamina._tensors import collect_tensors, tensor_source
+from lamina._training_state import TRAINING_TENSORS, pack_training_extra, unpack_training_extra
+from lamina._tensors import collect_tensors
 from lamina._torch_optim import capture_state_dict, state_dict_ids
 from lamina._writer import atomic_file_write, check_file_destination
 
@@ -41,7 +41,6 @@ SCHEDULER_KEYS = ("scheduler", "lr_scheduler", "scheduler_state_dict", "lr_sched
 STEP_KEYS = ("step", "global_step", "iteration", "iter")
 LIGHTNING_MARKERS = ("pytorch-lightning_version", "optimizer_states", "lr_schedulers", "loops")
 HF_INDEX = "pytorch_model.bin.index.json"
-TRAINING_TENSORS = "training/tensors.safetensors"  # tensors found in training state (no pickles)
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -335,41 +334,6 @@ def _optimizer_class(opt_sd: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- training state (no pickles)
-def _split_tensors(value: Any, path: str, tensors: dict[str, Any], dropped: list[str]) -> Any:
-    """Plain data with tensors replaced by ``{"$tensor": key}`` (the tensor goes to a shard)."""
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        tensors[path] = value
-        return {"$tensor": path}
-    if isinstance(value, Mapping):
-        return {str(k): _split_tensors(v, f"{path}.{k}", tensors, dropped) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_split_tensors(v, f"{path}[{i}]", tensors, dropped) for i, v in enumerate(value)]
-    try:
-        return plain_value(value, path)
-    except FormatError:
-        dropped.append(f"{path} ({type(value).__name__})")
-        return None
-
-
-def _join_tensors(value: Any, tensors: Mapping[str, Any]) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"$tensor"} and value["$tensor"] in tensors:
-            return tensors[value["$tensor"]]
-        return {k: _join_tensors(v, tensors) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_join_tensors(v, tensors) for v in value]
-    return value
-
-
-def _shard_bytes(tensors: Mapping[str, Any]) -> bytes:
-    sources = [tensor_source(k, v)[0] for k, v in tensors.items()]
-    header, entries = plan_shard([(s.name, s.dtype.code, s.shape) for s in sources])
-    by_name = {s.name: s for s in sources}
-    return header + b"".join(bytes(by_name[e.name].buffer()) for e in entries)
-
-
 # ------------------------------------------------------------------------------- public API
 def to_lamina(
     src: str | os.PathLike[str],
@@ -424,9 +388,8 @@ def to_lamina(
         where = f"{src_path}: optimizer"
         names = _param_names(parsed.optimizer, parsed.model, collected.aliases, param_names, where)
         captured = capture_state_dict(parsed.optimizer, names, _optimizer_class(parsed.optimizer), where)
-    tensors: dict[str, Any] = {}
     dropped: list[str] = []
-    extra = _split_tensors(parsed.extra, "extra", tensors, dropped)
+    extra, files = pack_training_extra(parsed.extra, dropped)
     step = plain_value(parsed.step, "step")
     epoch = plain_value(parsed.epoch, "epoch")
     extra["source"] = {"format": "torch", "file": src_path.name, "trust_pickle": trust_pickle}
@@ -436,11 +399,10 @@ def to_lamina(
     if parsed.optimizer is not None or step is not None or epoch is not None or parsed.extra:
         training = {"step": step if isinstance(step, int) else None,
                     "epoch": epoch if isinstance(epoch, (int, float)) else None, "extra": extra}
-    files = {TRAINING_TENSORS: _shard_bytes(tensors)} if tensors else None
     # Dropping mapped pages is only safe while they are clean copies of the file: a byte-swapped
     # (big-endian) checkpoint was rewritten in place by torch.load, so its pages must stay.
     clean = all(zipfile.is_zipfile(p) and not _swaps_bytes(p) for p in mapped if p.is_file())
-    return write_snapshot(dst, collected, optimizer=captured, info=info, training=training, files=files,
+    return write_snapshot(dst, collected, optimizer=captured, info=info, training=training, files=files or None,
                           overwrite=overwrite, durable=durable, progress=progress,
                           after_shard=PageReleaser(mapped) if clean else None)
 
@@ -450,11 +412,7 @@ def _checkpoint(art: lamina.Artifact) -> dict[str, Any]:
     if art.optimizer is not None:
         out["optimizer"] = art.optimizer_state_dict()
     training = art.training
-    extra = dict(training.extra)
-    if TRAINING_TENSORS in art.files:
-        from safetensors.torch import load as load_safetensors
-
-        extra = _join_tensors(extra, {k: v for k, v in load_safetensors(art.read_file(TRAINING_TENSORS)).items()})
+    extra = unpack_training_extra(art)
     extra.pop("source", None)
     extra.pop("dropped", None)
     if training.epoch is not None:
