@@ -57,7 +57,7 @@ class PushResult:
 
     revision: str
     snapshot: str
-    branch: str
+    branch: str | None
     parent: str | None
     tag: str | None
     created: bool
@@ -393,9 +393,11 @@ class Repo:
         return self.write_collected(collected, branch, optimizer=captured, message=message, tag=tag, author=author,
                                     progress=progress, **snapshot_options)
 
-    def write_collected(self, collected: Any, branch: str = "main", *, message: str = "", tag: str | None = None,
-                        author: str | None = None, progress: Progress | None = None, **snapshot_options: Any) -> PushResult:
-        """The repository end of the one writer path (``lamina._api.fill_snapshot``)."""
+    def write_collected(self, collected: Any, branch: str | None = "main", *, message: str = "",
+                        tag: str | None = None, author: str | None = None, progress: Progress | None = None,
+                        move_tag: bool = False, **snapshot_options: Any) -> PushResult:
+        """The repository end of the one writer path (``lamina._api.fill_snapshot``); see
+        :meth:`_publish` for ``branch=None`` and ``move_tag``."""
         from ._api import fill_snapshot
         from ._repo_writer import RepoWriter
 
@@ -409,7 +411,7 @@ class Repo:
                 box["manifest"] = fill_snapshot(writer, collected, progress=progress, **snapshot_options)
 
         return self._publish(upload_all, None, 0, branch=branch, message=message, tag=tag, author=author,
-                             progress=None, manifest_box=box)
+                             progress=None, manifest_box=box, move_tag=move_tag)
 
     def _put_blob(self, sha256: str, size: int, chunks: Callable[[], Iterable[Any]], counter: _Counter) -> None:
         path = blob_path(sha256)
@@ -420,21 +422,26 @@ class Repo:
         counter.add(size, True)
 
     def _publish(self, upload_all: Callable[[_Counter], None], manifest_bytes: bytes | None, total: int, *,
-                 branch: str, message: str, tag: str | None, author: str | None, progress: Progress | None,
-                 manifest_box: dict[str, bytes] | None = None) -> PushResult:
+                 branch: str | None, message: str, tag: str | None, author: str | None, progress: Progress | None,
+                 manifest_box: dict[str, bytes] | None = None, move_tag: bool = False) -> PushResult:
+        """Upload (``upload_all``), then the manifest and revision, then move the branch and set the
+        tag. ``branch=None`` publishes a revision reachable only from ``tag`` (checkpoints: no
+        history chain, so dropping the tag frees its blobs); ``move_tag`` lets that tag move."""
         import hashlib
 
         if not isinstance(message, str):
             raise FormatError(f"message must be a string, got {type(message).__name__}")
-        branch_ref = head_path(branch)
+        if branch is None and tag is None:
+            raise FormatError("publishing without a branch needs a tag")
+        branch_ref = head_path(branch) if branch is not None else None
         if tag is not None:
             check_ref_name(tag, "tag")
             if self.store.exists(head_path(tag)):
                 raise ExistsError(f"{self.location}: {tag!r} is a branch; a tag cannot share its name")
-        if self.store.exists(tag_path(branch)):
+        if branch is not None and self.store.exists(tag_path(branch)):
             raise ExistsError(f"{self.location}: {branch!r} is a tag; push to a branch")
         self._ensure_created()
-        parent = self._read_ref(branch_ref)
+        parent = self._read_ref(branch_ref) if branch_ref is not None else None
         existing_tag = self._read_ref(tag_path(tag)) if tag is not None else None
         counter = _Counter(progress, total)
         with self._push_marker():
@@ -453,19 +460,21 @@ class Repo:
                     self.store.write(revision_path(revision_id), data)
             else:
                 revision_id = parent  # type: ignore[assignment]
-            if existing_tag is not None and existing_tag != revision_id:
+            if existing_tag is not None and existing_tag != revision_id and not move_tag:
                 raise ExistsError(f"{self.location}: tag {tag!r} exists (at {existing_tag[:12]}); nothing was "
                                   f"published; choose another tag")
-            if created and not self.store.compare_and_swap(
+            if branch_ref is not None and created and not self.store.compare_and_swap(
                     branch_ref, None if parent is None else f"{parent}\n".encode(), f"{revision_id}\n".encode()):
                 now = self._read_ref(branch_ref)
                 raise ConflictError(f"{self.location}: branch {branch!r} moved from {parent[:12] if parent else 'nothing'} "
                                     f"to {now[:12] if now else 'nothing'} during this push (another push won); nothing "
                                     f"was published. Pull or re-read the branch and push again")
-            if tag is not None and existing_tag is None:
-                if not self.store.compare_and_swap(tag_path(tag), None, f"{revision_id}\n".encode()):
-                    raise ExistsError(f"{self.location}: tag {tag!r} was created by someone else during this push; "
-                                      f"the branch moved to {revision_id[:12]}, the tag was not set")
+            if tag is not None and existing_tag != revision_id:
+                expected = None if existing_tag is None else f"{existing_tag}\n".encode()
+                if not self.store.compare_and_swap(tag_path(tag), expected, f"{revision_id}\n".encode()):
+                    where = f"the branch moved to {revision_id[:12]}, " if branch_ref is not None else ""
+                    raise ExistsError(f"{self.location}: tag {tag!r} was set by someone else during this push; "
+                                      f"{where}the tag was not set")
         return PushResult(revision=revision_id, snapshot=snapshot, branch=branch, parent=parent, tag=tag,
                           created=created, uploaded_bytes=counter.uploaded_bytes,
                           uploaded_files=counter.uploaded_files, reused_bytes=counter.reused_bytes,
