@@ -9,6 +9,7 @@ Example:
 """
 
 from ._api import open, save
+from ._checkpoints import Checkpoint, CheckpointManager, RestoredState
 from ._convert import convert
 from ._diff import LayerDiff, SnapshotDiff, diff
 from ._repo import FsckReport, GcResult, PushResult, Repo
@@ -38,6 +39,9 @@ __all__ = [
     "diff",
     "Artifact",
     "Repo",
+    "CheckpointManager",
+    "Checkpoint",
+    "RestoredState",
     "Revision",
     "PushResult",
     "GcResult",
