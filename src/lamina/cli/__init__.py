@@ -11,6 +11,7 @@ import click
 from .._errors import IntegrityError
 from .._version import __version__
 from ._errors_cli import EXIT_INVALID, one_line_errors
+from ._checkpoint_commands import checkpoints
 from ._repo_commands import register
 
 __all__ = ["main", "cli"]
@@ -104,6 +105,7 @@ def convert(src: str, dst: str, from_format: str | None, to_format: str | None, 
 
 
 register(cli)
+cli.add_command(checkpoints)
 
 
 def main() -> None:
