@@ -11,6 +11,7 @@ Example:
 from ._api import open, save
 from ._checkpoints import Checkpoint, CheckpointManager, RestoredState
 from ._convert import convert
+from ._publish import pull, push
 from ._diff import LayerDiff, SnapshotDiff, diff
 from ._repo import FsckReport, GcResult, PushResult, Repo
 from ._repo_layout import Revision
@@ -36,6 +37,8 @@ __all__ = [
     "save",
     "open",
     "convert",
+    "push",
+    "pull",
     "diff",
     "Artifact",
     "Repo",

@@ -246,8 +246,9 @@ def open(
 
     Args:
         path: a snapshot directory; a snapshot on a remote store (``s3://bucket/snap``,
-            ``https://host/snap`` served by any static web server with Range support); or a
-            repository revision, ``location@ref`` (``@main`` when a repository is named alone).
+            ``https://host/snap`` served by any static web server with Range support); a
+            repository revision, ``location@ref`` (``@main`` when a repository is named alone);
+            or a Hugging Face Hub revision, ``hf://org/name@revision`` (pinned to its commit).
         verify: check the sha256 of every shard as it is read (reads whole shards); otherwise
             reads check sizes and shard headers against the manifest.
         storage_options: fsspec options for a remote store (s3fs: ``key``, ``secret``,
@@ -270,9 +271,12 @@ def open(
         >>> lamina.open(path).keys()
         ['w']
     """
+    from ._hub import hub_open, is_hub
     from ._locations import is_remote, open_store, split_ref
     from ._repo_layout import REPO_MARKER
 
+    if is_hub(path):
+        return hub_open(os.fspath(path), verify=verify, cache=cache, max_concurrency=max_concurrency)
     base, ref = split_ref(path)
     remote = is_remote(base)
     if not remote and not Path(open_store(base).location).is_dir():

@@ -58,6 +58,9 @@ def open_store(location: str | os.PathLike[str], storage_options: Mapping[str, A
         return LocalStore(text)
     if scheme == "file":
         return LocalStore(text[len("file://"):])
+    if scheme == "hf":
+        raise FormatError(f"{text}: hf:// is the Hugging Face Hub, not a lamina repository: use lamina.open, "
+                          f"lamina.push and lamina.pull with it")
     if scheme in ("http", "https"):
         from ._store_http import http_store
 

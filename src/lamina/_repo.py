@@ -33,7 +33,7 @@ from ._repo_layout import (
 )
 from ._snapshot_stores import BlobCache, BlobSnapshotStore, CachedSnapshotStore
 from ._store import LocalStore, Store
-from ._transfer import Progress, hashed_chunks
+from ._transfer import Progress, copy_snapshot, hashed_chunks
 
 __all__ = ["Repo", "PushResult", "GcResult", "FsckReport"]
 
@@ -320,26 +320,12 @@ class Repo:
         """Write revision ``ref`` as a plain snapshot directory at ``dst``, checking every file's
         sha256 as it arrives; ``dst`` appears only once complete."""
         from ._api import open as open_snapshot
-        from ._writer import DirectoryWriter
 
         revision = self.revision(ref)
         data, manifest = self._snapshot(revision)
         source = BlobSnapshotStore(self.store, revision.snapshot, manifest.files, f"{self.location}@{ref}")
-        counter = _Counter(progress, sum(f.size for f in manifest.files))
-
-        def fetch(entry: FileEntry) -> None:
-            chunks = hashed_chunks(source.iter_chunks(entry.path), entry, f"{self.location}/{blob_path(entry.sha256)}")
-            written = writer._put(entry.path, lambda: chunks, entry.role)
-            assert written.sha256 == entry.sha256
-            counter.add(entry.size, True)
-
-        with DirectoryWriter(dst, overwrite=overwrite) as writer:
-            try:
-                run_parallel(fetch, list(manifest.files), self.max_concurrency)
-            except NotFoundError as exc:
-                raise IntegrityError(f"{exc} (the manifest of {revision.snapshot[:12]} references a missing blob; "
-                                     f"run `lamina fsck`)", [(str(exc), "missing blob")]) from None
-            writer.commit(manifest, data)
+        copy_snapshot(source, manifest, data, dst, where=f"{self.location}@{ref}", overwrite=overwrite,
+                      progress=progress, max_workers=self.max_concurrency)
         return open_snapshot(dst)
 
     # ------------------------------------------------------------------ publishing

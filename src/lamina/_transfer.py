@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
-from ._errors import IntegrityError
-from ._manifest import FileEntry
+from ._errors import IntegrityError, NotFoundError
+from ._manifest import FileEntry, Manifest
+from ._parallel import run_parallel
 
-__all__ = ["Progress", "hashed_chunks"]
+__all__ = ["Progress", "hashed_chunks", "copy_snapshot"]
 
 #: ``progress(done_bytes, total_bytes)``, called as transfers complete (progress bars)
 Progress = Callable[[int, int], None]
@@ -28,3 +31,32 @@ def hashed_chunks(chunks: Iterable[bytes | memoryview], entry: FileEntry, where:
         raise IntegrityError(f"{where}: bytes do not match the manifest ({size if size <= entry.size else 'more than ' + str(entry.size)} "
                              f"bytes, expected {entry.size} with sha256 {entry.sha256[:12]}...)",
                              [(entry.path, "sha256 mismatch")])
+
+
+def copy_snapshot(source: Any, manifest: Manifest, manifest_bytes: bytes, dst: str | os.PathLike[str], *,
+                  where: str, overwrite: bool = False, progress: Progress | None = None,
+                  max_workers: int = 4) -> None:
+    """Write the snapshot whose files ``source`` (a Store) serves as a plain directory at ``dst``:
+    every file checked against the manifest as it streams, the manifest's exact bytes last, the
+    directory renamed into place only when complete."""
+    import threading
+
+    from ._writer import DirectoryWriter
+
+    lock, total, done = threading.Lock(), sum(f.size for f in manifest.files), [0]
+
+    def fetch(entry: FileEntry) -> None:
+        chunks = hashed_chunks(source.iter_chunks(entry.path), entry, f"{where}/{entry.path}")
+        writer._put(entry.path, lambda: chunks, entry.role)
+        with lock:
+            done[0] += entry.size
+            if progress is not None:
+                progress(done[0], total)
+
+    with DirectoryWriter(dst, overwrite=overwrite) as writer:
+        try:
+            run_parallel(fetch, list(manifest.files), max_workers)
+        except NotFoundError as exc:
+            raise IntegrityError(f"{exc} (the manifest of {where} references a file that is missing; "
+                                 f"for a repository run `lamina fsck`)", [(str(exc), "missing blob")]) from None
+        writer.commit(manifest, manifest_bytes)

@@ -37,19 +37,22 @@ def _repo_and_ref(location: str, default: str | None = "main") -> tuple[object, 
 @click.command()
 @click.argument("src")
 @click.argument("repo")
-@click.option("--branch", "-b", default="main", show_default=True, help="Branch to publish to.")
+@click.option("--branch", "--revision", "-b", "branch", help="Branch to publish to (default: main).")
 @click.option("--tag", "-t", help="Also tag the new revision.")
-@click.option("--message", "-m", default="", help="Revision message.")
-@click.option("--author", help="Revision author (default: user@host).")
+@click.option("--message", "-m", default="", help="Revision (commit) message.")
+@click.option("--author", help="Revision author (lamina repositories; default: user@host).")
+@click.option("--private", is_flag=True, help="hf:// only: create the hub repository private.")
 @one_line_errors
-def push(src: str, repo: str, branch: str, tag: str | None, message: str, author: str | None) -> None:
-    """Publish snapshot SRC (a directory or URI) to repository REPO, uploading only what it lacks."""
+def push(src: str, repo: str, branch: str | None, tag: str | None, message: str, author: str | None,
+         private: bool) -> None:
+    """Publish snapshot SRC to REPO (a lamina repository, or hf://org/name), sending only what it lacks."""
     import lamina
 
     with _transfer_bar("pushing") as progress:
-        result = lamina.Repo(repo).push(src, branch, message=message, tag=tag, author=author, progress=progress)
+        result = lamina.push(src, repo, branch=branch, message=message, tag=tag, author=author, private=private,
+                             progress=progress)
     state = "new revision" if result.created else "already the head"
-    click.echo(f"{branch} -> {result.revision[:12]} ({state}); uploaded {format_bytes(result.uploaded_bytes)} in "
+    click.echo(f"{result.branch} -> {result.revision[:12]} ({state}); uploaded {format_bytes(result.uploaded_bytes)} in "
                f"{result.uploaded_files} file(s), reused {format_bytes(result.reused_bytes)} in "
                f"{result.reused_files}" + (f"; tagged {tag}" if tag else ""))
 
@@ -60,10 +63,11 @@ def push(src: str, repo: str, branch: str, tag: str | None, message: str, author
 @click.option("--overwrite", is_flag=True, help="Replace DST if it is a snapshot.")
 @one_line_errors
 def pull(source: str, dst: str, overwrite: bool) -> None:
-    """Write revision REF (default main) of REPO to DST as a plain, verified snapshot directory."""
-    repo, ref = _repo_and_ref(source)
+    """Write revision REF (default main) of REPO (or hf://org/name@rev) to DST as a plain, verified snapshot."""
+    import lamina
+
     with _transfer_bar("pulling") as progress:
-        art = repo.pull(ref, dst, overwrite=overwrite, progress=progress)  # type: ignore[attr-defined]
+        art = lamina.pull(source, dst, overwrite=overwrite, progress=progress)
     click.echo(f"wrote {dst}: {len(art.layers)} layers, {len(art.files)} files, every sha256 checked")
 
 

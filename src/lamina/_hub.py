@@ -1,0 +1,255 @@
+"""The Hugging Face Hub as a home for snapshots: push (one commit), lazy reads (range requests on
+``resolve`` URLs), pull (through huggingface_hub's cache, so ``HF_HUB_OFFLINE=1`` works).
+
+A snapshot goes to the hub unchanged: the hub versions it by git commit, and since it carries a
+``model.safetensors.index.json`` with ``{"format": "pt"}`` shards, transformers loads it directly.
+Locations are ``hf://<org>/<name>[@<revision>]`` (models only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ._artifact import Artifact
+from ._errors import ConflictError, ExistsError, FormatError, NotFoundError, StorageError
+from ._manifest_codec import MANIFEST_NAME, decode_manifest
+from ._repo import PushResult
+from ._transfer import Progress, copy_snapshot, hashed_chunks
+
+__all__ = ["is_hub", "parse_hub", "hub_push", "hub_open", "hub_pull"]
+
+_HUB = re.compile(r"^hf://(?:models/)?([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(.+))?/?$")
+
+
+def is_hub(location: str | os.PathLike[str]) -> bool:
+    return os.fspath(location).startswith("hf://")
+
+
+def parse_hub(location: str | os.PathLike[str]) -> tuple[str, str | None]:
+    """``hf://org/name@rev`` -> ``("org/name", "rev")``."""
+    match = _HUB.match(os.fspath(location))
+    if match is None:
+        raise FormatError(f"{location}: a hub location is hf://<org>/<name>[@<revision>] (models only)")
+    return match.group(1), match.group(2)
+
+
+def _api(token: str | None, endpoint: str | None) -> Any:
+    try:
+        from huggingface_hub import HfApi, constants
+    except ImportError:
+        raise FormatError("hf:// needs huggingface_hub: pip install 'lamina[hub]'") from None
+    return HfApi(endpoint=endpoint or constants.ENDPOINT, token=token)
+
+
+@contextmanager
+def _hub_errors(repo_id: str, action: str) -> Iterator[None]:
+    """huggingface_hub's exceptions as lamina errors that say what to do."""
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        yield
+    except RevisionNotFoundError:
+        raise NotFoundError(f"hf://{repo_id}: revision not found while trying to {action}") from None
+    except RepositoryNotFoundError:
+        raise NotFoundError(f"hf://{repo_id}: repository not found, or private and your token cannot see it "
+                            f"(while trying to {action}); check HF_TOKEN / `hf auth login`") from None
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        raise NotFoundError(f"hf://{repo_id}: not in the local cache and the hub cannot be reached "
+                            f"(HF_HUB_OFFLINE?) while trying to {action}: {exc}") from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status == 401:
+            raise StorageError(f"hf://{repo_id}: authentication failed (HTTP 401) while trying to {action}; "
+                               f"set HF_TOKEN or run `hf auth login`") from None
+        if status == 403:
+            raise StorageError(f"hf://{repo_id}: permission denied (HTTP 403) while trying to {action}; the token "
+                               f"needs write access to this repository") from None
+        if status in (409, 412):
+            raise ConflictError(f"hf://{repo_id}: the branch moved during this push (HTTP {status}); nothing was "
+                                f"committed; push again") from None
+        raise StorageError(f"hf://{repo_id}: hub error while trying to {action}: {exc}") from None
+    except (OSError, ConnectionError) as exc:
+        if isinstance(exc, (StorageError, NotFoundError)):
+            raise
+        raise StorageError(f"hf://{repo_id}: cannot reach the hub while trying to {action}: {exc}") from None
+
+
+def _git_blob_sha1(data: bytes) -> str:
+    """The id git (and the hub) gives a regular file's content."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def hub_push(src: Any, location: str, *, revision: str | None = None, message: str = "", tag: str | None = None,
+             private: bool = False, token: str | None = None, endpoint: str | None = None,
+             progress: Progress | None = None, storage_options: Mapping[str, Any] | None = None) -> PushResult:
+    """One commit holding the snapshot; only files the branch does not already hold are sent."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    from ._api import open as open_snapshot
+
+    repo_id, at = parse_hub(location)
+    branch = revision or at or "main"
+    artifact = src if isinstance(src, Artifact) else open_snapshot(src, storage_options=storage_options)
+    source = artifact._store.source()
+    api = _api(token, endpoint)
+    with _hub_errors(repo_id, "push"):
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        parent, remote = _remote_state(api, repo_id, branch)
+        if tag is not None and any(t.name == tag for t in api.list_repo_refs(repo_id).tags):
+            raise ExistsError(f"hf://{repo_id}: tag {tag!r} exists; nothing was pushed")
+        manifest_bytes = source.read(MANIFEST_NAME)
+        previous = _remote_manifest_paths(api, repo_id, parent, remote)
+        wanted = {f.path: f for f in artifact.manifest.files}
+        operations: list[Any] = []
+        uploaded = reused = uploaded_files = reused_files = 0
+        for f in artifact.manifest.files:
+            if _unchanged(remote.get(f.path), f, lambda f=f: source.read(f.path)):
+                reused += f.size
+                reused_files += 1
+                continue
+            data = _file_for_upload(source, f)
+            operations.append(CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=data))
+            uploaded += f.size
+            uploaded_files += 1
+        manifest_remote = remote.get(MANIFEST_NAME)
+        if manifest_remote is None or manifest_remote.blob_id != _git_blob_sha1(manifest_bytes):
+            operations.append(CommitOperationAdd(path_in_repo=MANIFEST_NAME, path_or_fileobj=manifest_bytes))
+            uploaded += len(manifest_bytes)
+            uploaded_files += 1
+        operations += [CommitOperationDelete(path_in_repo=p) for p in sorted(previous - set(wanted) - {MANIFEST_NAME})
+                       if p in remote]
+        snapshot = hashlib.sha256(manifest_bytes).hexdigest()
+        if not operations:
+            commit = parent
+        else:
+            info = api.create_commit(repo_id, operations, commit_message=message or f"lamina snapshot {snapshot[:12]}",
+                                     revision=branch, parent_commit=parent)
+            commit = info.oid
+        if progress is not None:
+            progress(uploaded + reused, uploaded + reused)
+        if tag is not None:
+            api.create_tag(repo_id, tag=tag, revision=commit)
+    return PushResult(revision=commit or "", snapshot=snapshot, branch=branch, parent=parent, tag=tag,
+                      created=bool(operations), uploaded_bytes=uploaded, uploaded_files=uploaded_files,
+                      reused_bytes=reused, reused_files=reused_files)
+
+
+def _remote_state(api: Any, repo_id: str, branch: str) -> tuple[str | None, dict[str, Any]]:
+    """(head commit of ``branch`` or None, {path: RepoFile}) — a missing branch is created from main."""
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    try:
+        head = api.repo_info(repo_id, revision=branch).sha
+    except RevisionNotFoundError:
+        if branch == "main":
+            return None, {}
+        api.create_branch(repo_id, branch=branch, exist_ok=True)
+        head = api.repo_info(repo_id, revision=branch).sha
+    if head is None:
+        return None, {}
+    files = {e.path: e for e in api.list_repo_tree(repo_id, revision=head, recursive=True)
+             if getattr(e, "blob_id", None) is not None}
+    return head, files
+
+
+def _remote_manifest_paths(api: Any, repo_id: str, head: str | None, remote: Mapping[str, Any]) -> set[str]:
+    """Files the branch's current lamina snapshot lists (to delete those the new one drops)."""
+    if head is None or MANIFEST_NAME not in remote:
+        return set()
+    from huggingface_hub import hf_hub_download
+
+    path = hf_hub_download(repo_id, MANIFEST_NAME, revision=head, endpoint=api.endpoint, token=api.token)
+    try:
+        manifest = decode_manifest(Path(path).read_bytes(), f"hf://{repo_id}@{head}/{MANIFEST_NAME}")
+    except FormatError:
+        return set()  # not ours to interpret: replace nothing but what we add
+    return {f.path for f in manifest.files}
+
+
+def _unchanged(remote: Any, entry: Any, content: Callable[[], bytes]) -> bool:
+    if remote is None or remote.size != entry.size:
+        return False
+    if remote.lfs is not None:
+        return remote.lfs.sha256 == entry.sha256
+    return remote.blob_id == _git_blob_sha1(content())
+
+
+def _file_for_upload(source: Any, entry: Any) -> Any:
+    """A local path when the snapshot is a local directory (streamed by huggingface_hub), else bytes."""
+    root = getattr(source, "root", None)
+    if isinstance(root, Path) and (root / entry.path).is_file():
+        return str(root / entry.path)
+    return b"".join(bytes(c) for c in hashed_chunks(source.iter_chunks(entry.path), entry, entry.path))
+
+
+def _resolve(api: Any, repo_id: str, revision: str | None) -> str:
+    with _hub_errors(repo_id, "resolve the revision"):
+        sha = api.repo_info(repo_id, revision=revision or "main").sha
+    if sha is None:
+        raise NotFoundError(f"hf://{repo_id}: the repository is empty")
+    return sha
+
+
+def hub_open(location: str, *, verify: bool = False, cache: Any = None, max_concurrency: int | None = None,
+             token: str | None = None, endpoint: str | None = None) -> Artifact:
+    """A lazy Artifact over the hub: the revision pinned to its commit, then range requests."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import build_hf_headers
+
+    from ._store_http import HttpStore
+
+    repo_id, revision = parse_hub(location)
+    if constants.HF_HUB_OFFLINE:
+        local = _download(repo_id, revision, token, endpoint, offline=True)
+        from ._api import open as open_snapshot
+
+        return open_snapshot(local, verify=verify)
+    api = _api(token, endpoint)
+    commit = _resolve(api, repo_id, revision)
+    store = HttpStore(f"{api.endpoint}/{repo_id}/resolve/{commit}", headers=build_hf_headers(token=token))
+    store.location = f"hf://{repo_id}@{revision or 'main'}"
+    with _hub_errors(repo_id, "read the manifest"):
+        data = store.read(MANIFEST_NAME)
+    manifest = decode_manifest(data, f"{store.location}/{MANIFEST_NAME}")
+    view: Any = store
+    if cache is not False:
+        from ._snapshot_stores import BlobCache, CachedSnapshotStore
+
+        view = CachedSnapshotStore(store, manifest.files, BlobCache(cache if isinstance(cache, (str, os.PathLike)) else None))
+    return Artifact(view, manifest, verify=verify, max_workers=max_concurrency)
+
+
+def _download(repo_id: str, revision: str | None, token: str | None, endpoint: str | None, offline: bool) -> str:
+    from huggingface_hub import constants, snapshot_download
+
+    with _hub_errors(repo_id, "download"):
+        return snapshot_download(repo_id, revision=revision or "main", token=token,
+                                 endpoint=endpoint or constants.ENDPOINT, local_files_only=offline)
+
+
+def hub_pull(location: str, dst: str | os.PathLike[str], *, overwrite: bool = False, token: str | None = None,
+             endpoint: str | None = None, progress: Progress | None = None) -> Artifact:
+    """Download through huggingface_hub's cache (reused, and enough offline), then write ``dst``
+    as a plain snapshot directory, checking every file against the manifest."""
+    from huggingface_hub import constants
+
+    from ._api import open as open_snapshot
+
+    repo_id, revision = parse_hub(location)
+    local = _download(repo_id, revision, token, endpoint, offline=bool(constants.HF_HUB_OFFLINE))
+    source = open_snapshot(local)
+    copy_snapshot(source._store, source.manifest, source._store.read(MANIFEST_NAME), dst,
+                  where=f"hf://{repo_id}", overwrite=overwrite, progress=progress)
+    return open_snapshot(dst)
