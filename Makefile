@@ -22,6 +22,7 @@ test: install
 
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/repo_remote.py
 
 vectors: install
 	$(BIN)/python format_spec/vectors/generate.py
