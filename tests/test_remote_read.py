@@ -324,7 +324,8 @@ def test_http_state_dict_is_bit_exact_and_concurrent(site: Site, workers: int) -
 
 
 def test_adjacent_tensors_of_a_shard_come_in_one_request(site: Site) -> None:
-    """Per shard: one header range and one data range covering weight+bias; no per-tensor requests."""
+    """Per shard: one request fetching header and weight+bias together (its Content-Range gives the
+    size, so no HEAD); no per-tensor requests."""
     art = lamina.open(site.url, cache=False, max_concurrency=8)
     site.server.reset()
     art.state_dict()
@@ -332,13 +333,21 @@ def test_adjacent_tensors_of_a_shard_come_in_one_request(site: Site) -> None:
     assert len(weights) == N_LAYERS
     for entry in weights:
         assert len([t for t in site.manifest.tensors if t.file == entry.path]) >= 2
-        begin, end = data_span(site.manifest, entry.path)
-        ranges = shard_gets(site.server, f"/snap/{entry.path}")
-        assert len(ranges) == 2, (entry.path, ranges)
-        header, data = sorted(ranges, key=lambda r: int(r.split("=")[1].split("-")[0]))  # type: ignore[union-attr]
-        assert header.startswith("bytes=0-") and int(header.split("-")[1]) < begin  # type: ignore[union-attr]
-        assert data == f"bytes={begin}-{end - 1}"
+        _, end = data_span(site.manifest, entry.path)
+        requests = [(m, r) for m, p, r in site.server.requests if p == f"/snap/{entry.path}"]
+        assert requests == [("GET", f"bytes=0-{end - 1}")], (entry.path, requests)
     assert {path for _, path, _ in site.server.requests} == {f"/snap/{f.path}" for f in weights}  # no index read
+
+
+def test_single_tensor_reads_header_then_exact_range(site: Site) -> None:
+    """One tensor that does not start right after the header: a header request, then exactly its bytes."""
+    art = lamina.open(site.url, cache=False)
+    entry = max((t for t in site.manifest.tensors), key=lambda t: t.begin)  # the last tensor of its shard
+    site.server.reset()
+    art.tensor(entry.name)
+    requests = [r for _, p, r in site.server.requests if p == f"/snap/{entry.file}"]
+    assert len(requests) == 2 and requests[1] == f"bytes={entry.begin}-{entry.end - 1}", requests
+    assert site.server.bytes_served < entry.end - entry.begin + 64 * 1024
 
 
 def test_verify_over_http_without_cache(site: Site) -> None:

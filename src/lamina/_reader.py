@@ -70,21 +70,9 @@ class ShardReader:
         return IntegrityError(f"{path}: listed in the manifest but missing from {self.store.location}",
                               [(path, "missing")])
 
-    def check_shard(self, path: str) -> None:
-        """Size and header agreement with the manifest, once per shard."""
-        if path in self._checked:
-            return
-        recorded = self.files[path]
-        try:
-            size = self.store.size(path)
-        except NotFoundError:
-            raise self._missing(path) from None
-        if size != recorded.size:
-            raise IntegrityError(f"{path}: {size} bytes on storage, manifest says {recorded.size} "
-                                 f"({'truncated' if size < recorded.size else 'grown'}); run `lamina verify`",
-                                 [(path, "size mismatch")])
-        # The layout is deterministic (spec §5.1), so the manifest fixes the header byte for byte:
-        # one bounded read proves the shard holds exactly these tensors at these offsets.
+    def _planned_header(self, path: str) -> bytes:
+        """The exact header the manifest implies for ``path`` (spec §5.1), after checking that the
+        manifest's byte ranges are the ones the layout gives."""
         expected = self._expected.get(path, [])
         header, planned = plan_shard([(t.name, t.dtype, t.shape) for t in expected])
         ranges = {e.name: (e.begin, e.end) for e in planned}
@@ -92,18 +80,39 @@ class ShardReader:
             if ranges[t.name] != (t.begin, t.end):
                 raise IntegrityError(f"{path}: the manifest's byte range for {t.name!r} is not the one the shard "
                                      f"layout gives ({ranges[t.name]})", [(path, "manifest range mismatch")])
-        if self.store.read(path, 0, len(header)) != header:
+        return header
+
+    def check_shard(self, path: str, prefix_until: int = 0) -> bytes | None:
+        """Size and header agreement with the manifest, once per shard. With ``prefix_until``, the
+        same single request also fetches the file's bytes up to that offset, and returns them."""
+        if path in self._checked:
+            return None
+        recorded = self.files[path]
+        # The layout is deterministic (spec §5.1), so the manifest fixes the header byte for byte:
+        # one bounded read proves the shard holds exactly these tensors at these offsets.
+        header = self._planned_header(path)
+        try:
+            prefix, size = self.store.read_prefix(path, max(len(header), prefix_until))
+        except NotFoundError:
+            raise self._missing(path) from None
+        if size != recorded.size:
+            raise IntegrityError(f"{path}: {size} bytes on storage, manifest says {recorded.size} "
+                                 f"({'truncated' if size < recorded.size else 'grown'}); run `lamina verify`",
+                                 [(path, "size mismatch")])
+        if prefix[: len(header)] != header:
             try:
                 _, found = read_header(lambda a, b: self.store.read(path, a, b), size, path)
             except FormatError as exc:
                 raise IntegrityError(f"{exc} (the shard does not match the manifest)",
                                      [(path, "bad header")]) from None
+            expected = self._expected.get(path, [])
             wrong = [t.name for t in expected if t.name not in found or (found[t.name].dtype, found[t.name].shape,
                      found[t.name].begin, found[t.name].end) != (t.dtype, t.shape, t.begin, t.end)]
             detail = f"entries for {wrong} differ" if wrong else "header bytes differ"
             raise IntegrityError(f"{path}: shard header disagrees with the manifest ({detail}); run `lamina verify`",
                                  [(path, "header mismatch")])
         self._checked.add(path)
+        return prefix if prefix_until else None
 
     def read_file_verified(self, path: str) -> bytes:
         """A whole file, checked against its recorded size and sha256."""
@@ -131,6 +140,14 @@ class ShardReader:
             by_file[e.file].append(e)
 
         def load(path: str) -> None:
+            prefix = None
+            if self.store.remote and not self.verify and path not in self._checked:
+                # Remote: when the wanted tensors follow the header without a gap (a whole layer),
+                # one request checks size and header and brings the data.
+                spans = sorted((e.begin, e.end) for e in by_file[path] if e.nbytes)
+                if spans and spans[0][0] == len(self._planned_header(path)) and all(
+                        x[1] == y[0] for x, y in zip(spans, spans[1:])):
+                    prefix = memoryview(self.check_shard(path, prefix_until=spans[-1][1]))
             self.check_shard(path)  # before allocating: sizes are now proven by the file itself
             ranges = []
             for e in by_file[path]:
@@ -141,8 +158,8 @@ class ShardReader:
                     out[e.name] = None
                 if e.nbytes:
                     ranges.append((e.begin, buffer))
-            if self.verify:
-                data = memoryview(self.read_file_verified(path))
+            if self.verify or prefix is not None:
+                data = prefix if prefix is not None else memoryview(self.read_file_verified(path))
                 for start, buffer in ranges:
                     buffer[:] = data[start : start + len(buffer)]
             else:

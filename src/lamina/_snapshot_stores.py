@@ -33,6 +33,7 @@ class BlobSnapshotStore(Store):
         self.inner = repo_store
         self.location = location
         self.max_concurrency = repo_store.max_concurrency
+        self.remote = repo_store.remote
         self._blobs = {f.path: blob_path(f.sha256) for f in files}
         self._blobs[MANIFEST_NAME] = blob_path(snapshot_id)
 
@@ -47,6 +48,9 @@ class BlobSnapshotStore(Store):
 
     def read_into(self, path: str, ranges: list[tuple[int, memoryview]]) -> None:
         self.inner.read_into(self._blob(path), ranges)
+
+    def read_prefix(self, path: str, length: int) -> tuple[bytes, int]:
+        return self.inner.read_prefix(self._blob(path), length)
 
     def iter_chunks(self, path: str, chunk_size: int = 16 << 20) -> Iterator[bytes]:
         return self.inner.iter_chunks(self._blob(path), chunk_size)

@@ -53,6 +53,8 @@ class Store(ABC):
     read_only: bool = False
     #: whether ``list`` works (HTTP cannot list)
     can_list: bool = True
+    #: requests cost a round trip: readers fetch more per request instead of more requests
+    remote: bool = False
     #: threads that make sense for concurrent requests to this backend
     max_concurrency: int = 8
 
@@ -73,6 +75,11 @@ class Store(ABC):
     def list(self, prefix: str = "") -> list[str]:
         """Every file whose path starts with ``prefix`` (a directory prefix such as ``"refs/"``, or
         ``""`` for all), as sorted relative POSIX paths."""
+
+    def read_prefix(self, path: str, length: int) -> tuple[bytes, int]:
+        """The first ``length`` bytes (fewer if the file is shorter) and the file's size; backends
+        that learn the size from a ranged read do both in one request."""
+        return self.read(path, 0, length), self.size(path)
 
     def read_into(self, path: str, ranges: list[tuple[int, memoryview]]) -> None:
         """Fill each buffer with the bytes at its start offset; IntegrityError if the file is short.

@@ -70,6 +70,7 @@ class FsspecStore(Store):
             raise StorageError(f"{url}: the {protocol!r} filesystem needs {exc.name}") from None
         self.root = rest.rstrip("/")
         self.is_s3 = protocol in _S3_PROTOCOLS
+        self.remote = protocol != "memory"
 
     def _key(self, path: str) -> str:
         return f"{self.root}/{check_relative_path(path)}"

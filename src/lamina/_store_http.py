@@ -34,6 +34,7 @@ class HttpStore(Store):
 
     read_only = True
     can_list = False
+    remote = True
     max_concurrency = 16
 
     def __init__(self, url: str, *, retries: int = 3, timeout: float = 10.0,
@@ -68,6 +69,21 @@ class HttpStore(Store):
                                f"pass credentials with headers= or storage_options={{'headers': ...}}")
         return response
 
+    def read_prefix(self, path: str, length: int) -> tuple[bytes, int]:
+        # One ranged GET: its Content-Range ends with the file's total size.
+        if length <= 0:
+            return b"", self.size(path)
+        response = self._request("GET", path, {"Range": f"bytes=0-{length - 1}"})
+        if response.status == 416:  # an empty file
+            return b"", 0
+        self._check_status(response, path, (200, 206))
+        if response.status == 200:
+            raise self._no_ranges(path)
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+        if match is None or match.group(3) == "*" or int(match.group(1)) != 0:
+            raise StorageError(f"{self.location}/{path}: bad Content-Range {response.headers.get('Content-Range')!r}")
+        return response.data, int(match.group(3))
+
     def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
         if end is not None and end <= start:
             self.size(path)  # still report a missing file
@@ -84,13 +100,16 @@ class HttpStore(Store):
         if response.status == 200:
             # The server ignored Range and sent the whole file: refuse rather than silently
             # transferring everything on every tensor read.
-            raise StorageError(f"{self.location}/{path}: the server ignores HTTP Range requests; lazy reads need "
-                               f"a server that answers 206 Partial Content")
+            raise self._no_ranges(path)
         match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
         if match is None or int(match.group(1)) != start:
             raise StorageError(f"{self.location}/{path}: bad Content-Range {response.headers.get('Content-Range')!r} "
                                f"for {wanted}")
         return response.data
+
+    def _no_ranges(self, path: str) -> StorageError:
+        return StorageError(f"{self.location}/{path}: the server ignores HTTP Range requests; lazy reads need "
+                            f"a server that answers 206 Partial Content")
 
     def _check_status(self, response: Any, path: str, ok: tuple[int, ...]) -> None:
         if response.status not in ok:
