@@ -75,3 +75,34 @@ def s3_options(s3_endpoint: str) -> dict[str, Any]:
     """fsspec ``storage_options`` for s3fs against the moto server."""
     return {"key": "testing", "secret": "testing",
             "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}
+
+
+# ---------------------------------------------------------------- Hugging Face Hub (a FakeHub) for hub tests
+from hub_server import FakeHub  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def hub_server() -> Iterator[FakeHub]:
+    """One fake Hub on 127.0.0.1 (API port + LFS storage/CDN port) for the whole session."""
+    with FakeHub() as server:
+        yield server
+
+
+@pytest.fixture
+def hub(hub_server: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
+    """The session FakeHub with counters reset and huggingface_hub pointed at it for this test."""
+    from huggingface_hub import constants, hf_api
+
+    endpoint = hub_server.endpoint
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # 2.x uploads via Xet whenever hf_xet exists
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(hf_api.api, "endpoint", endpoint)  # behind huggingface_hub.upload_file, model_info...
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))  # never send a real token
+    monkeypatch.setenv("HF_TOKEN", FakeHub.WRITE_TOKEN)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    hub_server.reset()
+    yield hub_server
+    assert hub_server.server_errors == []
