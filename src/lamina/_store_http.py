@@ -41,7 +41,8 @@ class HttpStore(Store):
                  headers: Mapping[str, str] | None = None) -> None:
         import urllib3
 
-        self.location = url.rstrip("/")
+        self.base_url = url.rstrip("/")
+        self.location = self.base_url  # what messages show; a wrapper may name it (hf://org/name@rev)
         self.headers = dict(headers or {})
         retry = urllib3.Retry(total=retries, connect=retries, read=retries, status=retries, backoff_factor=0.1,
                               backoff_max=2.0, status_forcelist=(429, 500, 502, 503, 504),
@@ -50,7 +51,7 @@ class HttpStore(Store):
                                          timeout=urllib3.Timeout(connect=timeout, read=timeout), block=False)
 
     def _url(self, path: str) -> str:
-        return f"{self.location}/{quote(check_relative_path(path))}"
+        return f"{self.base_url}/{quote(check_relative_path(path))}"
 
     def _request(self, method: str, path: str, headers: Mapping[str, str] | None = None,
                  preload: bool = True) -> Any:
