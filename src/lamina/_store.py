@@ -125,6 +125,20 @@ class Store(ABC):
         self._refuse_write()
         return False
 
+    def _swap_holding_lock(self, path: str, expected: bytes | None, new: bytes | None) -> bool:
+        """compare_and_swap's body, for backends whose lock makes it atomic."""
+        try:
+            current: bytes | None = self.read(path)
+        except NotFoundError:
+            current = None
+        if current != expected:
+            return False
+        if new is None:
+            self.delete(path)
+        else:
+            self.write(path, new)
+        return True
+
     def sweep_temporaries(self) -> int:
         """Remove temporary files left by writers that were killed; returns how many."""
         return 0
@@ -290,14 +304,4 @@ class LocalStore(Store):
 
     def compare_and_swap(self, path: str, expected: bytes | None, new: bytes | None) -> bool:
         with self._locked(path):
-            try:
-                current: bytes | None = self.read(path)
-            except NotFoundError:
-                current = None
-            if current != expected:
-                return False
-            if new is None:
-                self.delete(path)
-            else:
-                self.write(path, new)
-            return True
+            return self._swap_holding_lock(path, expected, new)

@@ -181,17 +181,7 @@ class FsspecStore(Store):
             return self._s3_compare_and_swap(path, expected, new)
         if self.protocol == "memory":
             with _MEMORY_LOCK:
-                try:
-                    current: bytes | None = self.read(path)
-                except NotFoundError:
-                    current = None
-                if current != expected:
-                    return False
-                if new is None:
-                    self.delete(path)
-                else:
-                    self.write(path, new)
-                return True
+                return self._swap_holding_lock(path, expected, new)
         raise StorageError(f"{self.location}: {self.protocol}:// has no conditional write, so refs cannot be "
                            f"moved safely here; use a local directory, memory:// or an S3-compatible store")
 
