@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ._artifact import Artifact
-from ._errors import ConflictError, ExistsError, FormatError, NotFoundError, StorageError
+from ._errors import ConflictError, ExistsError, FormatError, LaminaError, NotFoundError, StorageError
+from ._manifest import FileEntry
 from ._manifest_codec import MANIFEST_NAME, decode_manifest
 from ._repo import PushResult
 from ._transfer import Progress, copy_snapshot, hashed_chunks
@@ -60,6 +61,8 @@ def _hub_errors(repo_id: str, action: str) -> Iterator[None]:
 
     try:
         yield
+    except LaminaError:
+        raise
     except RevisionNotFoundError:
         raise NotFoundError(f"hf://{repo_id}: revision not found while trying to {action}") from None
     except RepositoryNotFoundError:
@@ -81,8 +84,6 @@ def _hub_errors(repo_id: str, action: str) -> Iterator[None]:
                                 f"committed; push again") from None
         raise StorageError(f"hf://{repo_id}: hub error while trying to {action}: {exc}") from None
     except (OSError, ConnectionError) as exc:
-        if isinstance(exc, (StorageError, NotFoundError)):
-            raise
         raise StorageError(f"hf://{repo_id}: cannot reach the hub while trying to {action}: {exc}") from None
 
 
@@ -106,9 +107,9 @@ def hub_push(src: Any, location: str, *, revision: str | None = None, message: s
     api = _api(token, endpoint)
     with _hub_errors(repo_id, "push"):
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        parent, remote = _remote_state(api, repo_id, branch)
         if tag is not None and any(t.name == tag for t in api.list_repo_refs(repo_id).tags):
             raise ExistsError(f"hf://{repo_id}: tag {tag!r} exists; nothing was pushed")
+        parent, remote, branch_exists = _remote_state(api, repo_id, branch)
         manifest_bytes = source.read(MANIFEST_NAME)
         previous = _remote_manifest_paths(api, repo_id, parent, remote)
         wanted = {f.path: f for f in artifact.manifest.files}
@@ -123,8 +124,8 @@ def hub_push(src: Any, location: str, *, revision: str | None = None, message: s
             operations.append(CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=data))
             uploaded += f.size
             uploaded_files += 1
-        manifest_remote = remote.get(MANIFEST_NAME)
-        if manifest_remote is None or manifest_remote.blob_id != _git_blob_sha1(manifest_bytes):
+        manifest_entry = FileEntry(MANIFEST_NAME, len(manifest_bytes), hashlib.sha256(manifest_bytes).hexdigest(), "manifest")
+        if not _unchanged(remote.get(MANIFEST_NAME), manifest_entry, lambda: manifest_bytes):
             operations.append(CommitOperationAdd(path_in_repo=MANIFEST_NAME, path_or_fileobj=manifest_bytes))
             uploaded += len(manifest_bytes)
             uploaded_files += 1
@@ -134,6 +135,8 @@ def hub_push(src: Any, location: str, *, revision: str | None = None, message: s
         if not operations:
             commit = parent
         else:
+            if not branch_exists:  # only now: a refused push leaves no branch behind
+                api.create_branch(repo_id, branch=branch, revision=parent, exist_ok=True)
             info = api.create_commit(repo_id, operations, commit_message=message or f"lamina snapshot {snapshot[:12]}",
                                      revision=branch, parent_commit=parent)
             commit = info.oid
@@ -146,22 +149,24 @@ def hub_push(src: Any, location: str, *, revision: str | None = None, message: s
                       reused_bytes=reused, reused_files=reused_files)
 
 
-def _remote_state(api: Any, repo_id: str, branch: str) -> tuple[str | None, dict[str, Any]]:
-    """(head commit of ``branch`` or None, {path: RepoFile}) — a missing branch is created from main."""
+def _remote_state(api: Any, repo_id: str, branch: str) -> tuple[str | None, dict[str, Any], bool]:
+    """(head commit or None, {path: RepoFile}, whether the branch exists); a missing branch is
+    read as ``main``, where it will start."""
     from huggingface_hub.errors import RevisionNotFoundError
 
+    exists = True
     try:
         head = api.repo_info(repo_id, revision=branch).sha
     except RevisionNotFoundError:
         if branch == "main":
-            return None, {}
-        api.create_branch(repo_id, branch=branch, exist_ok=True)
-        head = api.repo_info(repo_id, revision=branch).sha
+            return None, {}, True
+        exists = False
+        head = api.repo_info(repo_id, revision="main").sha
     if head is None:
-        return None, {}
+        return None, {}, exists
     files = {e.path: e for e in api.list_repo_tree(repo_id, revision=head, recursive=True)
              if getattr(e, "blob_id", None) is not None}
-    return head, files
+    return head, files, exists
 
 
 def _remote_manifest_paths(api: Any, repo_id: str, head: str | None, remote: Mapping[str, Any]) -> set[str]:
@@ -212,10 +217,13 @@ def hub_open(location: str, *, verify: bool = False, cache: Any = None, max_conc
 
     repo_id, revision = parse_hub(location)
     if constants.HF_HUB_OFFLINE:
-        local = _download(repo_id, revision, token, endpoint, offline=True)
-        from ._api import open as open_snapshot
+        from ._store import LocalStore
 
-        return open_snapshot(local, verify=verify)
+        local = LocalStore(_download(repo_id, revision, token, endpoint, offline=True))
+        local.can_list = False  # the hub adds files of its own (.gitattributes); only the manifest's count
+        local.location = f"hf://{repo_id}@{revision or 'main'} (offline: {local.root})"
+        data = local.read(MANIFEST_NAME)
+        return Artifact(local, decode_manifest(data, f"{local.location}/{MANIFEST_NAME}"), verify=verify)
     api = _api(token, endpoint)
     commit = _resolve(api, repo_id, revision)
     store = HttpStore(f"{api.endpoint}/{repo_id}/resolve/{commit}", headers=build_hf_headers(token=token))
