@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import ConflictError, FormatError, LaminaError, NotFoundError
+from ._errors import ConflictError, FormatError, LaminaError, NotFoundError, StateMismatchError
 from ._load import LoadReport
 from ._repo import Repo
 from ._rng_state import capture_rng, restore_rng
@@ -141,9 +141,10 @@ class CheckpointManager:
 
         def write() -> None:
             self._write_policy()
+            replaced = step in self._tags()
             self.repo.write_collected(collected, None, tag=f"step-{step}", move_tag=True, message=f"step {step}",
                                       optimizer=captured, training=training, files=files or None, info=info)
-            self._apply_retention()
+            self._apply_retention(collect=replaced)  # a replaced checkpoint's own blobs are garbage now
 
         if blocking:
             write()
@@ -205,7 +206,7 @@ class CheckpointManager:
         return list_checkpoints(self.repo, self.policy)
 
     # ------------------------------------------------------------------ retention
-    def _apply_retention(self) -> None:
+    def _apply_retention(self, collect: bool = False) -> None:
         listed = list_checkpoints(self.repo, self.policy)
         doomed = [c for c in listed if not c.kept_by]
         for c in doomed:
@@ -213,7 +214,7 @@ class CheckpointManager:
                 self.repo.delete_tag(f"step-{c.step}")
             except NotFoundError:
                 pass
-        if doomed:
+        if doomed or collect:
             try:
                 self.repo.gc()
             except ConflictError:
@@ -242,14 +243,17 @@ class CheckpointManager:
         art = self.repo.open(f"step-{step}")
         where = f"{self.location}@step-{step}"
         extra = unpack_training_extra(art)
+        # Everything asked for must be there before anything is loaded.
+        if optimizer is not None and art.optimizer is None:
+            raise StateMismatchError(f"{where}: the checkpoint holds no optimizer state; nothing was restored")
+        if scheduler is not None and "scheduler" not in extra:
+            raise NotFoundError(f"{where}: the checkpoint holds no scheduler state; nothing was restored")
         report = art.load_into(model, strict=strict)
         restored = ["model"]
         if optimizer is not None:
             art.load_optimizer(optimizer, model)
             restored.append("optimizer")
         if scheduler is not None:
-            if "scheduler" not in extra:
-                raise NotFoundError(f"{where}: the checkpoint holds no scheduler state")
             scheduler.load_state_dict(extra["scheduler"])
             restored.append("scheduler")
         if rng and "rng" in extra:

@@ -113,6 +113,10 @@ def load_into_module(
             copies.append((target, entry))
     entries = [resolve[n] for n in loadable]
     by_name = {e.name: e for e in entries}
+    if strict:  # a missing, truncated or mismatched shard is found before any parameter changes
+        from ._parallel import run_parallel
+
+        run_parallel(reader.check_shard, sorted({e.file for e in entries}), reader.max_workers)
     reader.read([by_name[n] for n in direct], "pt", lambda e: _direct_buffer(direct[e.name][0], e))
     if copies:
         fresh = reader.read(list({e.name: e for _, e in copies}.values()), "pt")
