@@ -187,6 +187,19 @@ class Artifact:
                                 lambda entries: self._reader.read(entries, "pt"))
 
     # ------------------------------------------------------------------------ files
+    def manifest_bytes(self) -> bytes:
+        """The manifest's bytes as stored now (the snapshot id is their sha256), checked to be the
+        manifest this Artifact was opened with: a snapshot rewritten since is an IntegrityError."""
+        from ._manifest_codec import decode_manifest, encode_manifest
+
+        if not self._store.exists(MANIFEST_NAME):
+            return encode_manifest(self._manifest)
+        data = self._store.read(MANIFEST_NAME)
+        if decode_manifest(data, f"{self.location}/{MANIFEST_NAME}") != self._manifest:
+            raise IntegrityError(f"{self.location}: the snapshot was rewritten after it was opened; open it again",
+                                 [(MANIFEST_NAME, "changed since opened")])
+        return data
+
     def read_file(self, path: str) -> bytes:
         """An extra file's bytes (e.g. ``config.json``), checked against its sha256."""
         check_relative_path(path)

@@ -27,7 +27,7 @@ from ._training_state import pack_training_extra, unpack_training_extra
 
 __all__ = ["CheckpointManager", "Checkpoint", "RestoredState"]
 
-_TAG = re.compile(r"step-(\d+)")
+_TAG = re.compile(r"step-(0|[1-9][0-9]*)")
 POLICY_FILE = "checkpoints.json"
 
 

@@ -147,7 +147,8 @@ class ShardReader:
                 spans = sorted((e.begin, e.end) for e in by_file[path] if e.nbytes)
                 if spans and spans[0][0] == len(self._planned_header(path)) and all(
                         x[1] == y[0] for x, y in zip(spans, spans[1:])):
-                    prefix = memoryview(self.check_shard(path, prefix_until=spans[-1][1]))
+                    got = self.check_shard(path, prefix_until=spans[-1][1])
+                    prefix = memoryview(got) if got is not None else None  # None: another thread checked it
             self.check_shard(path)  # before allocating: sizes are now proven by the file itself
             ranges = []
             for e in by_file[path]:

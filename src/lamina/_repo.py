@@ -15,7 +15,7 @@ from typing import Any
 from ._artifact import Artifact
 from ._errors import ConflictError, ExistsError, FormatError, IntegrityError, LaminaError, NotFoundError
 from ._manifest import FileEntry, Manifest
-from ._manifest_codec import MANIFEST_NAME, decode_manifest
+from ._manifest_codec import decode_manifest
 from ._parallel import run_parallel
 from ._repo_layout import (
     REPO_MARKER,
@@ -247,8 +247,12 @@ class Repo:
     def tag(self, name: str, ref: str = "main", *, force: bool = False) -> Revision:
         """Create tag ``name`` at ``ref``. Tags do not move: an existing tag raises ExistsError
         unless ``force``."""
-        target = self.revision(ref)
         path = tag_path(name)
+        with self._push_marker():  # gc must not delete the revision between resolving and tagging it
+            return self._tag(name, path, ref, force)
+
+    def _tag(self, name: str, path: str, ref: str, force: bool) -> Revision:
+        target = self.revision(ref)
         if self.store.exists(head_path(name)):
             raise ExistsError(f"{self.location}: {name!r} is a branch; a tag cannot share its name")
         current = self._read_ref(path)
@@ -347,11 +351,7 @@ class Repo:
 
         artifact = src if isinstance(src, Artifact) else open_snapshot(src, storage_options=storage_options)
         source = artifact._store
-        manifest_bytes = source.read(MANIFEST_NAME) if source.exists(MANIFEST_NAME) else None
-        if manifest_bytes is None:
-            from ._manifest_codec import encode_manifest
-
-            manifest_bytes = encode_manifest(artifact.manifest)
+        manifest_bytes = artifact.manifest_bytes()  # the files uploaded are exactly the ones it lists
 
         def upload_all(counter: _Counter) -> None:
             def one(entry: FileEntry) -> None:
@@ -429,6 +429,10 @@ class Repo:
         self._ensure_created()
         parent = self._read_ref(branch_ref) if branch_ref is not None else None
         existing_tag = self._read_ref(tag_path(tag)) if tag is not None else None
+        if existing_tag is not None and not move_tag and (parent is None or existing_tag != parent):
+            # Refuse before uploading anything (only re-tagging an unchanged head can still succeed).
+            raise ExistsError(f"{self.location}: tag {tag!r} exists (at {existing_tag[:12]}); nothing was "
+                              f"published; choose another tag")
         counter = _Counter(progress, total)
         with self._push_marker():
             upload_all(counter)
@@ -446,6 +450,9 @@ class Repo:
                     self.store.write(revision_path(revision_id), data)
             else:
                 revision_id = parent  # type: ignore[assignment]
+                if branch_ref is not None and self._read_ref(branch_ref) != parent:
+                    raise ConflictError(f"{self.location}: branch {branch!r} moved during this push (another push "
+                                        f"won); nothing was published. Re-read the branch and push again")
             if existing_tag is not None and existing_tag != revision_id and not move_tag:
                 raise ExistsError(f"{self.location}: tag {tag!r} exists (at {existing_tag[:12]}); nothing was "
                                   f"published; choose another tag")
@@ -586,8 +593,8 @@ class Repo:
                 path = blob_path(f.sha256)
                 if f.sha256 not in present:
                     problems.append((path, f"missing (file {f.path!r} of snapshot {revision.snapshot[:12]})"))
-                elif self.store.size(path) != f.size:
-                    problems.append((path, f"size {self.store.size(path)}, expected {f.size} (file {f.path!r})"))
+                elif (size := self.store.size(present[f.sha256])) != f.size:
+                    problems.append((path, f"size {size}, expected {f.size} (file {f.path!r})"))
         for name, path in present.items():
             if not is_sha256(name) or path != blob_path(name):
                 problems.append((path, "not a blob name (blobs/sha256/<h[:2]>/<sha256>)"))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._manifest import FileEntry, Manifest
 from ._manifest_codec import encode_manifest
+from ._transfer import hashed_chunks
 from ._writer import SnapshotWriter
 
 if TYPE_CHECKING:
@@ -30,9 +31,11 @@ class RepoWriter(SnapshotWriter):
         for chunk in chunks():
             sha.update(chunk)
             size += memoryview(chunk).nbytes
-        digest = sha.hexdigest()
-        self.repo._put_blob(digest, size, chunks, self.counter)
-        return FileEntry(path=relpath, size=size, sha256=digest, role=role)
+        entry = FileEntry(path=relpath, size=size, sha256=sha.hexdigest(), role=role)
+        # The upload pass is checked too: memory changed in between must not become a blob whose
+        # bytes disagree with its name.
+        self.repo._put_blob(entry.sha256, size, lambda: hashed_chunks(chunks(), entry, relpath), self.counter)
+        return entry
 
     def commit(self, manifest: Manifest) -> bytes:
         """The manifest's bytes; the repository uploads them and publishes the revision."""

@@ -289,8 +289,12 @@ class LocalStore(Store):
     @contextmanager
     def _locked(self, path: str) -> Iterator[None]:
         lock = self.root / ".lamina-locks" / check_relative_path(path)
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "a") as f:
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            f = open(lock, "a")
+        except OSError as exc:
+            raise StorageError(f"cannot lock {self.root / path}: {exc.strerror or exc}") from None
+        with f:
             try:
                 import fcntl
             except ImportError:  # Windows: msvcrt locking would go here; one process at a time
