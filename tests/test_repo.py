@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 import lamina
+from lamina._repo_markers import TTL
 from cli_helpers import assert_clean_cli_error, cli, cli_parallel, leftovers
 from lamina import PushResult, Repo
 
@@ -761,20 +762,27 @@ def marker_body(pid: int, started: float) -> bytes:
 
 
 def test_gc_waits_for_live_pushes_only(small: History) -> None:
-    """A live push marker makes gc a ConflictError (nothing deleted); dead-pid or old markers do not."""
+    """A live push marker makes gc a ConflictError (nothing deleted), however old it is while its process
+    lives; a dead pid, or another host's marker not refreshed within the TTL, does not."""
     repo = small.repo
     dropped = repo.save(with_layer(small.v1, 0, 404), "tmp", message="to drop")
     repo.delete_branch("tmp")
     doomed = snapshot_blobs(repo, dropped.revision) - reachable(repo)[1]
     listing = repo.store.list()
-    repo.store.write("locks/push-live", marker_body(os.getpid(), time.time()))
+    for started in (time.time(), time.time() - 2 * 3600):  # a long push on this host stays live
+        repo.store.write("locks/push-live", marker_body(os.getpid(), started))
+        with pytest.raises(lamina.ConflictError, match="push"):
+            repo.gc()
+        assert repo.store.list() == sorted(listing + ["locks/push-live"])  # nothing deleted, gc lock released
+    repo.store.delete("locks/push-live")
+    elsewhere = json.loads(marker_body(os.getpid(), time.time()))
+    elsewhere["host"] = "another-host"
+    repo.store.write("locks/push-elsewhere", json.dumps(elsewhere).encode())  # refreshed just now: live
     with pytest.raises(lamina.ConflictError, match="push"):
         repo.gc()
-    assert repo.store.list() == sorted(listing + ["locks/push-live"])  # nothing deleted, gc lock released
-    repo.store.delete("locks/push-live")
-
+    elsewhere["started"] = elsewhere["refreshed"] = time.time() - 2 * TTL  # no heartbeat for 2 TTLs: dead
+    repo.store.write("locks/push-elsewhere", json.dumps(elsewhere).encode())
     repo.store.write("locks/push-deadpid", marker_body(dead_pid(), time.time()))
-    repo.store.write("locks/push-old", marker_body(os.getpid(), time.time() - 2 * 3600))
     result = repo.gc()
     assert (result.deleted_blobs, result.deleted_revisions) == (len(doomed), 1)
     assert doomed.isdisjoint(blob_sizes(repo))
@@ -786,8 +794,11 @@ def test_push_refuses_while_gc_runs(small: History) -> None:
     repo = small.repo
     head = repo.branches()["main"]
     repo.store.write("locks/gc", marker_body(os.getpid(), time.time()))
+    repo.gc_wait = 1.0  # a push waits this long for a running gc, then gives up
+    started = time.monotonic()
     with pytest.raises(lamina.ConflictError, match="garbage collection"):
         repo.save(with_layer(small.v2, 0, 9), message="blocked")
+    assert 1.0 <= time.monotonic() - started < 30
     assert repo.branches()["main"] == head and repo.store.list("locks/") == ["locks/gc"]
     with pytest.raises(lamina.ConflictError):
         repo.gc()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +30,13 @@ from ._repo_layout import (
     revision_path,
     tag_path,
 )
+from ._repo_markers import HEARTBEAT, TTL, Marker, marker_live
 from ._snapshot_stores import BlobCache, BlobSnapshotStore, CachedSnapshotStore
 from ._store import LocalStore, Store
 from ._transfer import Progress, copy_snapshot, hashed_chunks
 
 __all__ = ["Repo", "PushResult", "GcResult", "FsckReport"]
 
-_MARKER_TTL = 3600.0  # seconds after which a push or gc marker is taken to be from a killed process
 _GC_LOCK = "locks/gc"
 
 
@@ -157,6 +156,9 @@ class Repo:
         use_cache = remote if cache is None else bool(cache)
         root = cache if isinstance(cache, (str, os.PathLike)) else None
         self.cache = BlobCache(root) if use_cache else None
+
+    #: seconds a push waits for a running garbage collection before a ConflictError
+    gc_wait: float = TTL + HEARTBEAT
 
     def __repr__(self) -> str:
         return f"<lamina.Repo {self.location!r}>"
@@ -474,38 +476,21 @@ class Repo:
                           reused_files=counter.reused_files)
 
     # ------------------------------------------------------------------ markers
-    def _marker_body(self) -> bytes:
-        return json.dumps({"started": time.time(), "host": socket.gethostname(), "pid": os.getpid()}).encode()
-
-    def _marker_live(self, path: str) -> bool:
+    @contextmanager
+    def _push_marker(self) -> Iterator[None]:
+        """Register a push; wait up to ``gc_wait`` seconds for a running gc to end (a killed one's
+        marker expires within a minute), then refuse with ConflictError."""
+        marker = Marker(self.store, f"locks/push-{secrets.token_hex(8)}")
+        marker.acquire()
         try:
-            body = json.loads(self.store.read(path))
-            started, host, pid = float(body["started"]), body["host"], int(body["pid"])
-        except (NotFoundError, ValueError, KeyError, TypeError):
-            return False
-        if time.time() - started > _MARKER_TTL:
-            return False
-        if host == socket.gethostname():
-            from ._writer import _pid_alive
-
-            return _pid_alive(pid)
-        return True
-
-    class _Marker:
-        def __init__(self, repo: Repo) -> None:
-            self.repo, self.path = repo, f"locks/push-{secrets.token_hex(8)}"
-
-        def __enter__(self) -> None:
-            self.repo.store.write(self.path, self.repo._marker_body())
-            if self.repo._marker_live(_GC_LOCK):
-                self.repo.store.delete(self.path)
-                raise ConflictError(f"{self.repo.location}: garbage collection is running; push again when it ends")
-
-        def __exit__(self, *exc: object) -> None:
-            self.repo.store.delete(self.path)
-
-    def _push_marker(self) -> Repo._Marker:
-        return Repo._Marker(self)
+            deadline = time.monotonic() + self.gc_wait
+            while marker_live(self.store, _GC_LOCK):
+                if time.monotonic() >= deadline:
+                    raise ConflictError(f"{self.location}: garbage collection is running; push again when it ends")
+                time.sleep(0.5)
+            yield
+        finally:
+            marker.release()
 
     # ------------------------------------------------------------------ maintenance
     def _reachable(self) -> tuple[set[str], set[str], list[tuple[str, str]]]:
@@ -546,13 +531,11 @@ class Repo:
         """Delete every blob and revision no ref can reach (history of a ref counts as reachable),
         and nothing else. Refuses (ConflictError) while a push runs."""
         self._require()
-        body = self._marker_body()
-        if not self.store.compare_and_swap(_GC_LOCK, None, body):
-            stale = self.store.read(_GC_LOCK) if self.store.exists(_GC_LOCK) else None
-            if stale is None or self._marker_live(_GC_LOCK) or not self.store.compare_and_swap(_GC_LOCK, stale, body):
-                raise ConflictError(f"{self.location}: another garbage collection is running")
+        lock = Marker(self.store, _GC_LOCK)
+        if not lock.acquire(exclusive=True):
+            raise ConflictError(f"{self.location}: another garbage collection is running")
         try:
-            pushes = [p for p in self.store.list("locks/push-") if self._marker_live(p)]
+            pushes = [p for p in self.store.list("locks/push-") if marker_live(self.store, p)]
             if pushes:
                 raise ConflictError(f"{self.location}: {len(pushes)} push(es) in progress; run gc when they end")
             revisions, blobs, problems = self._reachable()
@@ -566,12 +549,12 @@ class Repo:
             if not dry_run:
                 run_parallel(self.store.delete, doomed_blobs + doomed_revisions, self.max_concurrency)
                 for stale_push in self.store.list("locks/push-"):
-                    if not self._marker_live(stale_push):
+                    if not marker_live(self.store, stale_push):
                         self.store.delete(stale_push)
                 self.store.sweep_temporaries()
             return GcResult(len(doomed_blobs), freed, len(doomed_revisions), len(blobs), dry_run)
         finally:
-            self.store.compare_and_swap(_GC_LOCK, body, None)
+            lock.release()
 
     def fsck(self, *, full: bool = False) -> FsckReport:
         """Check refs, revisions, manifests and blob sizes (``full``: every blob's sha256 too)."""
