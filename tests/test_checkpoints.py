@@ -1011,8 +1011,9 @@ def test_cli_checkpoints_list(tmp_path: Path) -> None:
     rows = mgr.checkpoints()
     assert len(rows) < 5  # retention dropped some
     assert data["checkpoints"] == [
-        {"step": c.step, "revision": c.revision, "epoch": c.epoch, "metrics": dict(c.metrics), "size": c.size,
-         "new_bytes": c.new_bytes, "kept_by": list(c.kept_by)} for c in rows]
+        {"step": c.step, "revision": c.revision, "saved": c.saved.isoformat(), "epoch": c.epoch,
+         "metrics": dict(c.metrics), "size": c.size, "new_bytes": c.new_bytes, "kept_by": list(c.kept_by)}
+        for c in rows]
 
     assert table.returncode == 0, table.stderr
     assert f"{len(rows)} checkpoint(s)" in table.stdout
@@ -1022,3 +1023,66 @@ def test_cli_checkpoints_list(tmp_path: Path) -> None:
     assert_clean_cli_error(not_repo, lamina.NotFoundError, "plain")
     assert_clean_cli_error(missing, lamina.NotFoundError, "nowhere")
     assert_clean_cli_error(garbage, lamina.FormatError, "refs/tags/step-3")
+
+
+def test_retention_after_a_rollback_keeps_the_new_run(tmp_path: Path) -> None:
+    """keep_last counts the most recently saved checkpoints: after restoring an earlier step and
+    saving again, the new steps are kept and the abandoned higher ones dropped; latest is the newest save."""
+    model = torch.nn.Linear(3, 2)
+    mgr = lamina.CheckpointManager(tmp_path / "run", keep_last=2)
+    for step in (100, 200, 300):
+        with torch.no_grad():
+            model.weight.fill_(step)
+        mgr.save(step, model=model)
+    assert mgr.restore(model, step=200).step == 200
+    for step in (210, 220):
+        with torch.no_grad():
+            model.weight.fill_(step)
+        mgr.save(step, model=model)
+        assert step in mgr.steps() and mgr.latest_step() == step
+    assert mgr.steps() == [210, 220]
+    restored = torch.nn.Linear(3, 2)
+    assert mgr.restore(restored).step == 220 and torch.equal(restored.weight, model.weight)
+
+
+@pytest.mark.parametrize("kind", ["MultiStepLR", "CyclicLR", "SequentialLR", "ChainedScheduler",
+                                  "CosineAnnealingWarmRestarts", "PolynomialLR"])
+def test_schedulers_resume_exactly(tmp_path: Path, kind: str) -> None:
+    """Scheduler state survives the manifest with its key types (MultiStepLR's int milestones in a
+    Counter): the learning rates after restore equal the uninterrupted run's."""
+    sched = torch.optim.lr_scheduler
+
+    def build() -> tuple[torch.nn.Module, torch.optim.Optimizer, object]:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
+        make = {
+            "MultiStepLR": lambda: sched.MultiStepLR(opt, milestones=[3, 5], gamma=0.1),
+            "CyclicLR": lambda: sched.CyclicLR(opt, 0.1, 1.0, step_size_up=2),
+            "SequentialLR": lambda: sched.SequentialLR(
+                opt, [sched.ConstantLR(opt, factor=0.5, total_iters=2), sched.ExponentialLR(opt, 0.9)], milestones=[2]),
+            "ChainedScheduler": lambda: sched.ChainedScheduler(
+                [sched.ConstantLR(opt, factor=0.5, total_iters=2), sched.ExponentialLR(opt, 0.9)]),
+            "CosineAnnealingWarmRestarts": lambda: sched.CosineAnnealingWarmRestarts(opt, 3),
+            "PolynomialLR": lambda: sched.PolynomialLR(opt, total_iters=8),
+        }[kind]
+        return model, opt, make()
+
+    def run(model: torch.nn.Module, opt: torch.optim.Optimizer, scheduler: object, steps: int) -> list[float]:
+        lrs = []
+        for _ in range(steps):
+            opt.zero_grad()
+            model(torch.ones(1, 3)).sum().backward()
+            opt.step()
+            scheduler.step()  # type: ignore[attr-defined]
+            lrs.append(opt.param_groups[0]["lr"])
+        return lrs
+
+    reference = run(*build(), 10)
+    model, opt, scheduler = build()
+    first = run(model, opt, scheduler, 4)
+    mgr = lamina.CheckpointManager(tmp_path / "run")
+    mgr.save(4, model=model, optimizer=opt, scheduler=scheduler)
+    model2, opt2, scheduler2 = build()
+    mgr.restore(model2, opt2, scheduler=scheduler2)
+    assert first + run(model2, opt2, scheduler2, 6) == reference

@@ -17,6 +17,7 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ._errors import ConflictError, FormatError, LaminaError, NotFoundError, StateMismatchError
@@ -34,10 +35,12 @@ POLICY_FILE = "checkpoints.json"
 @dataclass(frozen=True)
 class Checkpoint:
     """One listed checkpoint: ``kept_by`` names the retention rules that keep it
-    (``last``, ``every``, ``best``; empty = dropped at the next save)."""
+    (``last``, ``every``, ``best``; empty = dropped at the next save); ``saved`` is when it was
+    written (``last`` means the most recently saved, so after a rollback the new steps are kept)."""
 
     step: int
     revision: str
+    saved: datetime
     epoch: int | float | None
     metrics: Mapping[str, float]
     size: int
@@ -64,7 +67,7 @@ class CheckpointManager:
 
     Args:
         location: where the checkpoints live (a repository; created on the first save).
-        keep_last: keep the newest N checkpoints (None: keep every checkpoint).
+        keep_last: keep the N most recently saved checkpoints (None: keep every checkpoint).
         keep_every: also keep every checkpoint whose step is a multiple of this.
         best_metric: also keep the checkpoint with the best value of this metric.
         mode: ``"min"`` or ``"max"``: which value of ``best_metric`` is best.
@@ -192,8 +195,10 @@ class CheckpointManager:
         return sorted(self._tags())
 
     def latest_step(self) -> int | None:
-        steps = self.steps()
-        return steps[-1] if steps else None
+        """The most recently saved checkpoint's step (after a rollback: the new run's, not the
+        abandoned higher steps)."""
+        listed = self.checkpoints()
+        return max(listed, key=lambda c: (c.saved, c.step)).step if listed else None
 
     def best_step(self) -> int | None:
         """The step with the best ``best_metric`` (None without a metric or without checkpoints)."""
@@ -235,9 +240,9 @@ class CheckpointManager:
         self.wait()
         tags = self._tags()
         if step is None:
-            if not tags:
+            step = self.latest_step()
+            if step is None:
                 raise NotFoundError(f"{self.location}: no checkpoints to restore")
-            step = max(tags)
         if step not in tags:
             raise NotFoundError(f"{self.location}: no checkpoint at step {step}; steps: {sorted(tags) or 'none'}")
         art = self.repo.open(f"step-{step}")
@@ -313,24 +318,24 @@ def list_checkpoints(repo: Repo, policy: Mapping[str, Any]) -> list[Checkpoint]:
             raise type(exc)(f"checkpoint step-{step} is damaged: {exc}") from None
         files = {f.sha256: f.size for f in manifest.files}
         training = manifest.training
-        rows.append((step, tags[step], training.epoch if training else None,
+        rows.append((step, tags[step], revision.time, training.epoch if training else None,
                      dict(training.metrics) if training else {}, sum(files.values()),
                      sum(size for sha, size in files.items() if sha not in previous)))
         previous = set(files)
     keep_last, keep_every = policy.get("keep_last"), policy.get("keep_every")
     metric, mode = policy.get("best_metric"), policy.get("mode", "min")
-    steps = [r[0] for r in rows]
-    last = set(steps if keep_last is None else steps[-keep_last:])
+    by_save = [r[0] for r in sorted(rows, key=lambda r: (r[2], r[0]))]
+    last = set(by_save if keep_last is None else by_save[-keep_last:])
     best: int | None = None
     if metric is not None:
-        scored = {r[0]: r[3][metric] for r in rows if _is_number(r[3].get(metric))}
+        scored = {r[0]: r[4][metric] for r in rows if _is_number(r[4].get(metric))}
         if scored:
             sign = 1 if mode == "min" else -1
             best = min(scored, key=lambda s: (sign * scored[s], -s))
     out = []
-    for step, revision, epoch, metrics, size, new in rows:
+    for step, revision, saved, epoch, metrics, size, new in rows:
         kept_by = tuple(name for name, keeps in (("last", step in last),
                                                   ("every", bool(keep_every) and step % keep_every == 0),
                                                   ("best", step == best)) if keeps)
-        out.append(Checkpoint(step, revision, epoch, metrics, size, new, kept_by))
+        out.append(Checkpoint(step, revision, saved, epoch, metrics, size, new, kept_by))
     return out

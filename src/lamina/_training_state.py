@@ -4,6 +4,7 @@ without pickles: plain values go into the manifest's ``training.extra``; each te
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,8 +19,9 @@ TRAINING_TENSORS = "training/tensors.safetensors"
 
 
 def split_tensors(value: Any, path: str, tensors: dict[str, Any], dropped: list[str]) -> Any:
-    """Plain data with torch tensors replaced by ``{"$tensor": key}`` (collected in ``tensors``);
-    values that are neither (e.g. arbitrary objects) become None and are named in ``dropped``."""
+    """Plain data with torch tensors replaced by ``{"$tensor": key}`` (collected in ``tensors``) and
+    mappings with non-string keys by ``{"$map": [[key, value], ...]}`` (``"$counter": true`` for a
+    Counter); values that are none of these (arbitrary objects) become None, named in ``dropped``."""
     import sys
 
     torch = sys.modules.get("torch")  # a tensor can only exist if torch is imported
@@ -27,7 +29,12 @@ def split_tensors(value: Any, path: str, tensors: dict[str, Any], dropped: list[
         tensors[path] = value
         return {"$tensor": path}
     if isinstance(value, Mapping):
-        return {str(k): split_tensors(v, f"{path}.{k}", tensors, dropped) for k, v in value.items()}
+        if all(isinstance(k, str) for k in value) and not isinstance(value, Counter):
+            return {k: split_tensors(v, f"{path}.{k}", tensors, dropped) for k, v in value.items()}
+        # Other keys (a scheduler's int milestones) keep their type: {"$map": [[key, value], ...]}.
+        pairs = [[plain_value(k, f"{path} key {k!r}"), split_tensors(v, f"{path}[{k!r}]", tensors, dropped)]
+                 for k, v in value.items()]
+        return {"$map": pairs, "$counter": True} if isinstance(value, Counter) else {"$map": pairs}
     if isinstance(value, (list, tuple)):
         return [split_tensors(v, f"{path}[{i}]", tensors, dropped) for i, v in enumerate(value)]
     try:
@@ -42,10 +49,18 @@ def join_tensors(value: Any, tensors: Mapping[str, Any]) -> Any:
     if isinstance(value, dict):
         if set(value) == {"$tensor"} and value["$tensor"] in tensors:
             return tensors[value["$tensor"]]
+        if "$map" in value and set(value) <= {"$map", "$counter"} and isinstance(value["$map"], list):
+            pairs = {_hashable(k): join_tensors(v, tensors) for k, v in value["$map"]}
+            return Counter(pairs) if value.get("$counter") else pairs
         return {k: join_tensors(v, tensors) for k, v in value.items()}
     if isinstance(value, list):
         return [join_tensors(v, tensors) for v in value]
     return value
+
+
+def _hashable(key: Any) -> Any:
+    """A key read back from the manifest: lists were tuples."""
+    return tuple(_hashable(k) for k in key) if isinstance(key, list) else key
 
 
 def shard_bytes(tensors: Mapping[str, Any]) -> bytes:

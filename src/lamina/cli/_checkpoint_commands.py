@@ -32,7 +32,7 @@ def list_command(path: str, as_json: bool) -> None:
     rows = list_checkpoints(repo, policy)
     if as_json:
         click.echo(json.dumps({"policy": policy, "checkpoints": [
-            {"step": c.step, "revision": c.revision, "epoch": c.epoch, "metrics": dict(c.metrics), "size": c.size,
+            {"step": c.step, "revision": c.revision, "saved": c.saved.isoformat(), "epoch": c.epoch, "metrics": dict(c.metrics), "size": c.size,
              "new_bytes": c.new_bytes, "kept_by": list(c.kept_by)} for c in rows]}, indent=2))
         return
     from rich.console import Console
