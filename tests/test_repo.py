@@ -1020,3 +1020,21 @@ def test_cli_s3_with_aws_environment(s3_endpoint: str, s3_bucket: str, s3_option
     assert entries[0]["snapshot"] == hashlib.sha256((snap / "manifest.msgpack").read_bytes()).hexdigest()
     assert repo.tags() == {"s3-v1": entries[0]["id"]}
     assert_tensors_equal(repo.open("s3-v1").state_dict(framework="np"), tensors)
+
+
+def test_no_repository_over_a_plain_snapshot_and_no_overwrite(tmp_path: Path) -> None:
+    """A save or push into a location holding a plain snapshot is refused (it would shadow it), and
+    overwrite=True is refused for repository targets; '@' inside a path is not a ref."""
+    from lamina._locations import split_ref
+
+    plain = tmp_path / "plain"
+    lamina.save({"w": np.zeros(2, "f4")}, plain)
+    with pytest.raises(lamina.ExistsError, match="plain snapshot"):
+        lamina.save({"w": np.ones(2, "f4")}, f"{plain}@main")
+    with pytest.raises(lamina.ExistsError, match="plain snapshot"):
+        lamina.Repo(plain).push(plain)
+    assert not (plain / "lamina-repo.json").exists() and lamina.open(plain).tensor("w", "np").sum() == 0
+    with pytest.raises(lamina.FormatError, match="overwrite"):
+        lamina.save({"w": np.ones(2, "f4")}, f"{tmp_path / 'repo'}@main", overwrite=True)
+    assert split_ref("s3://b/users/alice@corp.com/bert") == ("s3://b/users/alice@corp.com/bert", None)
+    assert split_ref("s3://b/repo@v1.0") == ("s3://b/repo", "v1.0")

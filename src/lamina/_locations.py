@@ -21,7 +21,7 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 # scheme -> (the package fsspec needs, the lamina extra that installs it)
 _EXTRAS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"),
            "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"), "abfss": ("adlfs", "azure")}
-_REF = re.compile(r"@([A-Za-z0-9._/-]+)$")
+_REF = re.compile(r"@([A-Za-z0-9._-]+)$")  # in the last path component: "a@b.com/m" is a path
 
 
 def scheme_of(location: str | os.PathLike[str]) -> str | None:
@@ -36,7 +36,9 @@ def is_remote(location: str | os.PathLike[str]) -> bool:
 def split_ref(location: str | os.PathLike[str]) -> tuple[str, str | None]:
     """``"s3://b/repo@v1.0"`` -> ``("s3://b/repo", "v1.0")``; no ``@ref`` -> ``(location, None)``.
 
-    A local path that exists as given (an ``@`` in a directory name) is never split.
+    The ref is what follows the last ``@`` of the last path component (so ref names with ``/``
+    are reachable through :class:`lamina.Repo` only). A local path that exists as given (an ``@``
+    in a directory name) is never split.
     """
     text = os.fspath(location)
     match = _REF.search(text)

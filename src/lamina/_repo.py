@@ -14,7 +14,7 @@ from typing import Any
 from ._artifact import Artifact
 from ._errors import ConflictError, ExistsError, FormatError, IntegrityError, LaminaError, NotFoundError
 from ._manifest import FileEntry, Manifest
-from ._manifest_codec import decode_manifest
+from ._manifest_codec import MANIFEST_NAME, decode_manifest
 from ._parallel import run_parallel
 from ._repo_layout import (
     REPO_MARKER,
@@ -174,6 +174,9 @@ class Repo:
 
     def _ensure_created(self) -> None:
         if not self.store.exists(REPO_MARKER):
+            if self.store.exists(MANIFEST_NAME):
+                raise ExistsError(f"{self.location} holds a plain snapshot (manifest.msgpack); a repository cannot "
+                                  f"be created over it. Push the snapshot into a repository elsewhere")
             self.store.compare_and_swap(REPO_MARKER, None, REPO_MARKER_BYTES)
 
     def _read_ref(self, path: str) -> str | None:
@@ -389,7 +392,9 @@ class Repo:
         from ._api import fill_snapshot
         from ._repo_writer import RepoWriter
 
-        snapshot_options.pop("overwrite", None)
+        if snapshot_options.pop("overwrite", None):
+            raise FormatError(f"{self.location} is a repository: a save adds a revision and replaces nothing, "
+                              f"so overwrite=True does not apply")
         snapshot_options.pop("durable", None)
         box: dict[str, bytes] = {}
 
