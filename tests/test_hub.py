@@ -845,3 +845,61 @@ def test_cli_push_with_an_existing_tag_is_one_exists_error_line(hub: FakeHub, pu
     res = hub_cli(hub_cli_env(hub, tmp_path / "hf-home"), "push", v2, f"hf://{repo_id}", "--tag", "v1")
     assert_clean_cli_error(res, lamina.ExistsError, "v1", repo_id)
     assert state(hub, repo_id) == before
+
+
+# ------------------------------------------------------------------------------- review regressions
+def test_a_corrupted_local_shard_is_refused_before_any_commit(hub: FakeHub, pushed: tuple[str, lamina.PushResult],
+                                                               tmp_path: Path) -> None:
+    """A shard whose bytes no longer match the manifest is never published: IntegrityError, no commit."""
+    repo_id, _ = pushed
+    v2 = save(weights(2), tmp_path / "v2")
+    shard = shard_of(v2, "mid")
+    data = bytearray((v2 / shard.path).read_bytes())
+    data[-1] ^= 0xFF
+    (v2 / shard.path).write_bytes(bytes(data))
+    before = state(hub, repo_id)
+    with pytest.raises(lamina.IntegrityError, match=shard.path):
+        lamina.push(v2, f"hf://{repo_id}")
+    assert state(hub, repo_id) == before
+
+
+def test_pull_downloads_only_the_snapshot_files(hub: FakeHub, pushed: tuple[str, lamina.PushResult],
+                                                tmp_path: Path) -> None:
+    """Files of the hub repository that the manifest does not list (a GGUF beside it) are not downloaded."""
+    from huggingface_hub import HfApi
+
+    repo_id, _ = pushed
+    extra = os.urandom(256 * 1024)
+    HfApi().upload_file(path_or_fileobj=extra, path_in_repo="model.gguf", repo_id=repo_id)
+    hub.reset()
+    pulled = lamina.pull(f"hf://{repo_id}", tmp_path / "pulled")
+    pulled.verify()
+    assert not (tmp_path / "pulled" / "model.gguf").exists()
+    assert all("model.gguf" not in path for _, path, _, _ in hub.requests)
+    assert sum(size for _, path, _, size in downloads(hub)) < len(extra)
+
+
+@pytest.mark.parametrize("location", ["hf://org/a..b", "hf://org/a--b", "hf://org/" + "x" * 120])
+def test_invalid_repo_ids_are_format_errors(hub: FakeHub, location: str, tmp_path: Path, v1: Path) -> None:
+    """Repo ids huggingface_hub rejects are a FormatError from open, push and pull, not its own exception."""
+    for call in (lambda: lamina.open(location), lambda: lamina.push(v1, location),
+                 lambda: lamina.pull(location, tmp_path / "x")):
+        with pytest.raises(lamina.FormatError):
+            call()
+
+
+def test_an_unreachable_hub_is_a_storage_error(monkeypatch: pytest.MonkeyPatch, v1: Path) -> None:
+    """Nothing listening at HF_ENDPOINT: StorageError from open and push, not an httpx exception."""
+    import socket
+
+    from huggingface_hub import constants
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("HF_TOKEN", FakeHub.WRITE_TOKEN)
+    for call in (lambda: lamina.open("hf://org/name"), lambda: lamina.push(v1, "hf://org/name")):
+        with pytest.raises(lamina.StorageError):
+            call()

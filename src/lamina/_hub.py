@@ -8,6 +8,7 @@ Locations are ``hf://<org>/<name>[@<revision>]`` (models only).
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
@@ -52,6 +53,7 @@ def _api(token: str | None, endpoint: str | None) -> Any:
 def _hub_errors(repo_id: str, action: str) -> Iterator[None]:
     """huggingface_hub's exceptions as lamina errors that say what to do."""
     from huggingface_hub.errors import (
+        HFValidationError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
         OfflineModeIsEnabled,
@@ -63,6 +65,8 @@ def _hub_errors(repo_id: str, action: str) -> Iterator[None]:
         yield
     except LaminaError:
         raise
+    except HFValidationError as exc:
+        raise FormatError(f"hf://{repo_id}: {exc}") from None
     except RevisionNotFoundError:
         raise NotFoundError(f"hf://{repo_id}: revision not found while trying to {action}") from None
     except RepositoryNotFoundError:
@@ -83,8 +87,19 @@ def _hub_errors(repo_id: str, action: str) -> Iterator[None]:
             raise ConflictError(f"hf://{repo_id}: the branch moved during this push (HTTP {status}); nothing was "
                                 f"committed; push again") from None
         raise StorageError(f"hf://{repo_id}: hub error while trying to {action}: {exc}") from None
-    except (OSError, ConnectionError) as exc:
+    except (OSError, ConnectionError, *_transport_errors()) as exc:
         raise StorageError(f"hf://{repo_id}: cannot reach the hub while trying to {action}: {exc}") from None
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's own errors (huggingface_hub 2.x uses httpx2, 1.x httpx, older requests)."""
+    errors: list[type[BaseException]] = []
+    for module, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
+        try:
+            errors.append(getattr(__import__(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
 
 
 def _git_blob_sha1(data: bytes) -> str:
@@ -95,7 +110,11 @@ def _git_blob_sha1(data: bytes) -> str:
 def hub_push(src: Any, location: str, *, revision: str | None = None, message: str = "", tag: str | None = None,
              private: bool = False, token: str | None = None, endpoint: str | None = None,
              progress: Progress | None = None, storage_options: Mapping[str, Any] | None = None) -> PushResult:
-    """One commit holding the snapshot; only files the branch does not already hold are sent."""
+    """One commit holding the snapshot; only files the branch does not already hold are sent, each
+    checked against the manifest first (a local snapshot's files by path; others staged in a
+    temporary directory, so memory stays bounded)."""
+    import tempfile
+
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     from ._api import open as open_snapshot
@@ -104,13 +123,14 @@ def hub_push(src: Any, location: str, *, revision: str | None = None, message: s
     branch = revision or at or "main"
     artifact = src if isinstance(src, Artifact) else open_snapshot(src, storage_options=storage_options)
     source = artifact._store.source()
+    manifest_bytes = artifact.manifest_bytes()
+    snapshot = hashlib.sha256(manifest_bytes).hexdigest()
     api = _api(token, endpoint)
-    with _hub_errors(repo_id, "push"):
+    with _hub_errors(repo_id, "push"), tempfile.TemporaryDirectory(prefix="lamina-hub-") as staging:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if tag is not None and any(t.name == tag for t in api.list_repo_refs(repo_id).tags):
             raise ExistsError(f"hf://{repo_id}: tag {tag!r} exists; nothing was pushed")
         parent, remote, branch_exists = _remote_state(api, repo_id, branch)
-        manifest_bytes = source.read(MANIFEST_NAME)
         previous = _remote_manifest_paths(api, repo_id, parent, remote)
         wanted = {f.path: f for f in artifact.manifest.files}
         operations: list[Any] = []
@@ -120,18 +140,17 @@ def hub_push(src: Any, location: str, *, revision: str | None = None, message: s
                 reused += f.size
                 reused_files += 1
                 continue
-            data = _file_for_upload(source, f)
-            operations.append(CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=data))
+            path = _checked_file(source, f, Path(staging), f"{artifact.location}/{f.path}")
+            operations.append(CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=path))
             uploaded += f.size
             uploaded_files += 1
-        manifest_entry = FileEntry(MANIFEST_NAME, len(manifest_bytes), hashlib.sha256(manifest_bytes).hexdigest(), "manifest")
+        manifest_entry = FileEntry(MANIFEST_NAME, len(manifest_bytes), snapshot, "manifest")
         if not _unchanged(remote.get(MANIFEST_NAME), manifest_entry, lambda: manifest_bytes):
             operations.append(CommitOperationAdd(path_in_repo=MANIFEST_NAME, path_or_fileobj=manifest_bytes))
             uploaded += len(manifest_bytes)
             uploaded_files += 1
         operations += [CommitOperationDelete(path_in_repo=p) for p in sorted(previous - set(wanted) - {MANIFEST_NAME})
                        if p in remote]
-        snapshot = hashlib.sha256(manifest_bytes).hexdigest()
         if not operations:
             commit = parent
         else:
@@ -142,8 +161,13 @@ def hub_push(src: Any, location: str, *, revision: str | None = None, message: s
             commit = info.oid
         if progress is not None:
             progress(uploaded + reused, uploaded + reused)
-        if tag is not None:
-            api.create_tag(repo_id, tag=tag, revision=commit)
+    if tag is not None:
+        try:
+            with _hub_errors(repo_id, f"tag the new commit {str(commit)[:12]} (the commit itself succeeded)"):
+                api.create_tag(repo_id, tag=tag, revision=commit)
+        except ConflictError:
+            raise ExistsError(f"hf://{repo_id}: tag {tag!r} was created by someone else meanwhile; the commit "
+                              f"{str(commit)[:12]} was pushed to {branch!r}, the tag was not set") from None
     return PushResult(revision=commit or "", snapshot=snapshot, branch=branch, parent=parent, tag=tag,
                       created=bool(operations), uploaded_bytes=uploaded, uploaded_files=uploaded_files,
                       reused_bytes=reused, reused_files=reused_files)
@@ -191,12 +215,21 @@ def _unchanged(remote: Any, entry: Any, content: Callable[[], bytes]) -> bool:
     return remote.blob_id == _git_blob_sha1(content())
 
 
-def _file_for_upload(source: Any, entry: Any) -> Any:
-    """A local path when the snapshot is a local directory (streamed by huggingface_hub), else bytes."""
+def _checked_file(source: Any, entry: FileEntry, staging: Path, where: str) -> str:
+    """A local path holding ``entry``'s bytes, checked against its size and sha256: the snapshot's
+    own file when it is a local directory (read once to check), else a copy streamed into
+    ``staging``."""
     root = getattr(source, "root", None)
     if isinstance(root, Path) and (root / entry.path).is_file():
+        for _ in hashed_chunks(source.iter_chunks(entry.path), entry, where):
+            pass
         return str(root / entry.path)
-    return b"".join(bytes(c) for c in hashed_chunks(source.iter_chunks(entry.path), entry, entry.path))
+    target = staging / entry.path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as f:
+        for chunk in hashed_chunks(source.iter_chunks(entry.path), entry, where):
+            f.write(chunk)
+    return str(target)
 
 
 def _resolve(api: Any, repo_id: str, revision: str | None) -> str:
@@ -240,11 +273,17 @@ def hub_open(location: str, *, verify: bool = False, cache: Any = None, max_conc
 
 
 def _download(repo_id: str, revision: str | None, token: str | None, endpoint: str | None, offline: bool) -> str:
-    from huggingface_hub import constants, snapshot_download
+    """The snapshot's files only (the manifest first, then what it lists) through huggingface_hub's
+    cache; other files of the hub repository are not downloaded."""
+    from huggingface_hub import constants, hf_hub_download, snapshot_download
 
+    endpoint = endpoint or constants.ENDPOINT
     with _hub_errors(repo_id, "download"):
-        return snapshot_download(repo_id, revision=revision or "main", token=token,
-                                 endpoint=endpoint or constants.ENDPOINT, local_files_only=offline)
+        manifest_path = hf_hub_download(repo_id, MANIFEST_NAME, revision=revision or "main", token=token,
+                                        endpoint=endpoint, local_files_only=offline)
+        manifest = decode_manifest(Path(manifest_path).read_bytes(), f"hf://{repo_id}/{MANIFEST_NAME}")
+        return snapshot_download(repo_id, revision=revision or "main", token=token, endpoint=endpoint,
+                                 local_files_only=offline, allow_patterns=[glob.escape(p) for p in (MANIFEST_NAME, *(f.path for f in manifest.files))])
 
 
 def hub_pull(location: str, dst: str | os.PathLike[str], *, overwrite: bool = False, token: str | None = None,
