@@ -70,20 +70,42 @@ class HttpStore(Store):
                                f"pass credentials with headers= or storage_options={{'headers': ...}}")
         return response
 
+    def _range(self, path: str, start: int, end: int | None) -> tuple[bytes, int | None]:
+        """Bytes ``[start, end)`` (to EOF when ``end`` is None) and the file size if the server
+        said it. Servers may answer a range with fewer bytes than asked (gateways cap ranges): the
+        rest is requested until the range or the file ends."""
+        parts: list[bytes] = []
+        total: int | None = None
+        position = start
+        while end is None or position < end:
+            wanted = f"bytes={position}-" + ("" if end is None else str(end - 1))
+            response = self._request("GET", path, {"Range": wanted})
+            if response.status == 416:  # at or past EOF
+                break
+            self._check_status(response, path, (200, 206))
+            if response.status == 200:
+                # The server ignored Range and sent the whole file: refuse rather than silently
+                # transferring everything on every tensor read.
+                raise self._no_ranges(path)
+            match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+            if match is None or int(match.group(1)) != position or len(response.data) != (
+                    int(match.group(2)) - int(match.group(1)) + 1):
+                raise StorageError(f"{self.location}/{path}: bad Content-Range "
+                                   f"{response.headers.get('Content-Range')!r} for {wanted}")
+            if match.group(3) != "*":
+                total = int(match.group(3))
+            parts.append(response.data)
+            position += len(response.data)
+            if not response.data or (total is not None and position >= total):
+                break
+        return b"".join(parts) if len(parts) != 1 else parts[0], total
+
     def read_prefix(self, path: str, length: int) -> tuple[bytes, int]:
-        # One ranged GET: its Content-Range ends with the file's total size.
+        # One ranged GET (usually): its Content-Range ends with the file's total size.
         if length <= 0:
             return b"", self.size(path)
-        response = self._request("GET", path, {"Range": f"bytes=0-{length - 1}"})
-        if response.status == 416:  # an empty file
-            return b"", 0
-        self._check_status(response, path, (200, 206))
-        if response.status == 200:
-            raise self._no_ranges(path)
-        match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
-        if match is None or match.group(3) == "*" or int(match.group(1)) != 0:
-            raise StorageError(f"{self.location}/{path}: bad Content-Range {response.headers.get('Content-Range')!r}")
-        return response.data, int(match.group(3))
+        data, total = self._range(path, 0, length)
+        return data, total if total is not None else self.size(path)
 
     def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
         if end is not None and end <= start:
@@ -93,20 +115,7 @@ class HttpStore(Store):
             response = self._request("GET", path)
             self._check_status(response, path, (200,))
             return response.data
-        wanted = f"bytes={start}-" + ("" if end is None else str(end - 1))
-        response = self._request("GET", path, {"Range": wanted})
-        if response.status == 416:  # start at or past EOF
-            return b""
-        self._check_status(response, path, (200, 206))
-        if response.status == 200:
-            # The server ignored Range and sent the whole file: refuse rather than silently
-            # transferring everything on every tensor read.
-            raise self._no_ranges(path)
-        match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
-        if match is None or int(match.group(1)) != start:
-            raise StorageError(f"{self.location}/{path}: bad Content-Range {response.headers.get('Content-Range')!r} "
-                               f"for {wanted}")
-        return response.data
+        return self._range(path, start, end)[0]
 
     def _no_ranges(self, path: str) -> StorageError:
         return StorageError(f"{self.location}/{path}: the server ignores HTTP Range requests; lazy reads need "
