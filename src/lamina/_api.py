@@ -155,7 +155,8 @@ def write_snapshot(
 
         location, branch = repository
         repo = Repo(location, storage_options=storage_options)
-        result = repo.write_collected(collected, branch, message=message, overwrite=overwrite, **content)
+        result = repo.write_collected(collected, branch, message=message, overwrite=overwrite, durable=durable,
+                                      **content)
         return repo.open(result.revision)
     with DirectoryWriter(path, overwrite=overwrite, durable=durable, after_shard=after_shard) as writer:
         fill_snapshot(writer, collected, **content)  # type: ignore[arg-type]

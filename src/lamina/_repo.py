@@ -395,7 +395,8 @@ class Repo:
         if snapshot_options.pop("overwrite", None):
             raise FormatError(f"{self.location} is a repository: a save adds a revision and replaces nothing, "
                               f"so overwrite=True does not apply")
-        snapshot_options.pop("durable", None)
+        if snapshot_options.pop("durable", True) is False and isinstance(self.store, LocalStore):
+            self.store.durable = False  # the caller accepts losing this save to a power cut
         box: dict[str, bytes] = {}
 
         def upload_all(counter: _Counter) -> None:

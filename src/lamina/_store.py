@@ -20,7 +20,7 @@ from ._errors import IntegrityError, NotFoundError, StorageError
 from ._naming import check_relative_path
 from ._parallel import default_workers
 
-__all__ = ["Store", "LocalStore", "Chunks", "as_chunks", "check_prefix"]
+__all__ = ["Store", "LocalStore", "Chunks", "as_chunks", "check_prefix", "fsync_path"]
 
 Chunks = bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview]
 
@@ -164,6 +164,15 @@ def _coalesce(ranges: list[tuple[int, memoryview]]) -> list[tuple[int, list[memo
     return groups
 
 
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a directory's entry list, for renames and creations)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalStore(Store):
     """A directory on the local filesystem (the default backend).
 
@@ -173,10 +182,13 @@ class LocalStore(Store):
     ``flock``, across machines).
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
         self.root = Path(root)
         self.location = str(self.root)
         self.max_concurrency = default_workers()
+        #: fsync each file before its rename and the directory after, so a power loss cannot
+        #: leave a ref naming a revision whose bytes never reached the disk
+        self.durable = durable
 
     def _path(self, path: str) -> Path:
         return self.root / check_relative_path(path)
@@ -257,7 +269,11 @@ class LocalStore(Store):
                     while written < len(chunk):
                         written += f.write(chunk[written:])
                     size += len(chunk)
+                if self.durable:
+                    os.fsync(f.fileno())
             os.replace(tmp, target)
+            if self.durable:
+                fsync_path(target.parent)
         except OSError as exc:
             raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from None
         finally:

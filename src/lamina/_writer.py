@@ -25,6 +25,7 @@ from ._manifest_codec import MANIFEST_NAME, encode_manifest
 from ._naming import check_relative_path, encode_layer
 from ._parallel import default_workers, run_parallel
 from ._shards import plan_shard
+from ._store import fsync_path as _fsync
 from ._tensors import TensorSource
 
 __all__ = ["SnapshotWriter", "DirectoryWriter", "atomic_file_write", "check_file_destination", "INDEX_NAME", "WEIGHTS_DIR", "OPTIMIZER_DIR", "RESERVED_TOP_LEVEL"]
@@ -34,15 +35,6 @@ WEIGHTS_DIR = "weights"
 OPTIMIZER_DIR = "optimizer"
 RESERVED_TOP_LEVEL = frozenset({MANIFEST_NAME, INDEX_NAME, WEIGHTS_DIR, OPTIMIZER_DIR})
 _CHUNK = 64 << 20  # bounds each write() call; also the unit handed to the hashing thread
-
-
-def _fsync(path: Path) -> None:
-    """fsync a file or a directory (a directory's entry list, for renames and creations)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _exchange(a: Path, b: Path) -> bool:
