@@ -1086,3 +1086,33 @@ def test_schedulers_resume_exactly(tmp_path: Path, kind: str) -> None:
     model2, opt2, scheduler2 = build()
     mgr.restore(model2, opt2, scheduler=scheduler2)
     assert first + run(model2, opt2, scheduler2, 6) == reference
+
+
+def test_background_save_completes_when_the_script_ends(tmp_path: Path) -> None:
+    """A script that ends right after save(blocking=False) still writes the checkpoint; a failing one
+    reports its error on stderr instead of losing it."""
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import sys, torch, lamina\n"
+        "from lamina._store import LocalStore\n"
+        "mgr = lamina.CheckpointManager(sys.argv[1])\n"
+        "if sys.argv[2] == 'fail':\n"
+        "    original = LocalStore.write\n"
+        "    def write(self, path, data):\n"
+        "        if path.startswith('blobs/'):\n"
+        "            raise lamina.StorageError('disk full (simulated)')\n"
+        "        return original(self, path, data)\n"
+        "    LocalStore.write = write\n"
+        "torch.manual_seed(0)\n"
+        "mgr.save(7, model=torch.nn.Linear(64, 64), blocking=False)\n")
+    ok = subprocess.run([sys.executable, str(script), str(tmp_path / "ok"), "ok"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    torch.manual_seed(0)
+    expected = torch.nn.Linear(64, 64)
+    restored = torch.nn.Linear(64, 64)
+    assert lamina.CheckpointManager(tmp_path / "ok").restore(restored).step == 7
+    assert torch.equal(restored.weight, expected.weight)
+    failed = subprocess.run([sys.executable, str(script), str(tmp_path / "bad"), "fail"], capture_output=True,
+                            text=True)
+    assert "disk full (simulated)" in failed.stderr and "never waited for" in failed.stderr
+    assert lamina.CheckpointManager(tmp_path / "bad").steps() == []

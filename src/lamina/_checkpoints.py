@@ -9,11 +9,13 @@ save killed at any point leaves no checkpoint listed that cannot be restored.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import math
 import os
 import re
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -99,6 +101,7 @@ class CheckpointManager:
         self.policy = {"keep_last": keep_last, "keep_every": keep_every, "best_metric": best_metric, "mode": mode}
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._atexit = False
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -162,6 +165,21 @@ class CheckpointManager:
 
         self._thread = threading.Thread(target=background, name=f"lamina-checkpoint-{step}", daemon=False)
         self._thread.start()
+        if not self._atexit:
+            # threading's exit hooks run before concurrent.futures refuses new work (the save uses
+            # thread pools), and in reverse order of registration: a save still running when the
+            # script ends completes. Plain atexit runs too late for that.
+            getattr(threading, "_register_atexit", atexit.register)(self._report_at_exit)
+            self._atexit = True
+
+    def _report_at_exit(self) -> None:
+        """At interpreter exit: finish the background save; nobody is left to call wait(), so an
+        error is printed on stderr instead of being lost."""
+        try:
+            self.wait()
+        except BaseException as exc:  # noqa: BLE001 - reported, not swallowed
+            print(f"lamina: a background checkpoint save to {self.location} failed and was never waited for: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
 
     def wait(self) -> None:
         """Join a background save; raise its error, if any."""
@@ -294,13 +312,24 @@ def _copied_to_cpu(collected: Any, captured: Any) -> tuple[Any, Any]:
 
 def read_policy(repo: Repo) -> dict[str, Any]:
     """The retention policy a CheckpointManager recorded in the repository (empty if none)."""
+    where = f"{repo.location}/{POLICY_FILE}"
     try:
         policy = json.loads(repo.store.read(POLICY_FILE))
     except NotFoundError:
         return {}
     except ValueError:
-        raise FormatError(f"{repo.location}/{POLICY_FILE}: not JSON") from None
-    return policy if isinstance(policy, dict) else {}
+        raise FormatError(f"{where}: not JSON") from None
+    if not isinstance(policy, dict):
+        raise FormatError(f"{where}: expected a JSON object")
+    for key in ("keep_last", "keep_every"):
+        value = policy.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise FormatError(f"{where}: {key} must be a positive integer or null, got {value!r}")
+    if policy.get("best_metric") is not None and not isinstance(policy["best_metric"], str):
+        raise FormatError(f"{where}: best_metric must be a string or null")
+    if policy.get("mode", "min") not in ("min", "max"):
+        raise FormatError(f"{where}: mode must be 'min' or 'max'")
+    return policy
 
 
 def list_checkpoints(repo: Repo, policy: Mapping[str, Any]) -> list[Checkpoint]:
