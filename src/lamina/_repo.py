@@ -570,6 +570,7 @@ class Repo:
         revisions, reachable, problems = self._reachable()
         listed_blobs = self.store.list("blobs/sha256/")
         present = {p.rsplit("/", 1)[1]: p for p in listed_blobs}
+        sizes: dict[str, int] = {}  # each blob sized once, however many snapshots share it
         snapshots = 0
         for revision_id in revisions:
             try:
@@ -582,8 +583,11 @@ class Repo:
                 path = blob_path(f.sha256)
                 if f.sha256 not in present:
                     problems.append((path, f"missing (file {f.path!r} of snapshot {revision.snapshot[:12]})"))
-                elif (size := self.store.size(present[f.sha256])) != f.size:
-                    problems.append((path, f"size {size}, expected {f.size} (file {f.path!r})"))
+                    continue
+                if f.sha256 not in sizes:
+                    sizes[f.sha256] = self.store.size(present[f.sha256])
+                if sizes[f.sha256] != f.size:
+                    problems.append((path, f"size {sizes[f.sha256]}, expected {f.size} (file {f.path!r})"))
         for name, path in present.items():
             if not is_sha256(name) or path != blob_path(name):
                 problems.append((path, "not a blob name (blobs/sha256/<h[:2]>/<sha256>)"))
