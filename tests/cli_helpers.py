@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -42,3 +45,21 @@ def assert_clean_cli_error(res: subprocess.CompletedProcess[str], error: type, *
     assert lines[0].startswith(f"error: {error.__name__}: "), lines[0]
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
+
+
+def wait_for_line(proc: subprocess.Popen[str], wanted: str, timeout: float = 120.0,
+                  stderr: Callable[[], str] | None = None) -> None:
+    """Block until the child prints ``wanted`` on stdout (fail after ``timeout`` or if it exits);
+    ``stderr()`` gives the child's error output for the failure message."""
+    assert proc.stdout is not None
+    errors = stderr or (lambda: proc.stderr.read() if proc.stderr else "")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            line = proc.stdout.readline()
+            if line.strip() == wanted:
+                return
+            if not line:
+                raise AssertionError(f"the child exited ({proc.wait()}) before printing {wanted!r}: {errors()}")
+    raise AssertionError(f"the child did not print {wanted!r} within {timeout} s")

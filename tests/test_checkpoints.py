@@ -13,12 +13,10 @@ import hashlib
 import json
 import os
 import random
-import select
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lamina
-from cli_helpers import assert_clean_cli_error, cli_parallel
+from cli_helpers import assert_clean_cli_error, cli_parallel, wait_for_line
 from lamina import CheckpointManager, Repo
 from lamina._checkpoints import read_policy
 
@@ -671,22 +669,6 @@ class Crashed:
     stderr: str
 
 
-def wait_for_line(proc: subprocess.Popen[str], wanted: str, stderr: Path, timeout: float = 120.0) -> None:
-    """Block until the child prints ``wanted`` on stdout (fail after ``timeout`` or if it exits)."""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            line = proc.stdout.readline()
-            if line.strip() == wanted:
-                return
-            if not line:
-                raise AssertionError(f"the child exited ({proc.wait()}) before printing {wanted!r}: "
-                                     f"{stderr.read_text()}")
-    raise AssertionError(f"the child did not print {wanted!r} within {timeout} s: {stderr.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def crashed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Crashed]]:
     """One training child per kill point, all started at once, each SIGKILLed at its kill point."""
@@ -705,7 +687,7 @@ def crashed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Cras
                                      repo_dir, side, stderr)
         results = {}
         for name, (proc, repo_dir, side, stderr) in procs.items():
-            wait_for_line(proc, "KILL-POINT", stderr)
+            wait_for_line(proc, "KILL-POINT", stderr=stderr.read_text)
             os.kill(proc.pid, signal.SIGKILL)
             proc.communicate(timeout=60)
             results[name] = Crashed(repo_dir, side, proc.returncode, stderr.read_text())

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -30,7 +29,7 @@ import pytest
 
 import lamina
 from lamina._repo_markers import TTL
-from cli_helpers import assert_clean_cli_error, cli, cli_parallel, leftovers
+from cli_helpers import assert_clean_cli_error, cli, cli_parallel, leftovers, wait_for_line
 from lamina import PushResult, Repo
 
 N_LAYERS = 24
@@ -120,22 +119,6 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 def local_blob_file(repo_dir: Path, sha256: str) -> Path:
     return repo_dir / blob_path(sha256)
-
-
-def wait_for_line(proc: subprocess.Popen[str], wanted: str, timeout: float = 60.0) -> None:
-    """Block until the child prints ``wanted`` on stdout (fail after ``timeout`` or if it exits)."""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            line = proc.stdout.readline()
-            if line.strip() == wanted:
-                return
-            if not line:
-                err = proc.stderr.read() if proc.stderr else ""
-                raise AssertionError(f"the child exited ({proc.wait()}) before printing {wanted!r}: {err}")
-    raise AssertionError(f"the child did not print {wanted!r} within {timeout} s")
 
 
 def login_name() -> str:

@@ -271,18 +271,17 @@ class Repo:
         return target
 
     def delete_tag(self, name: str) -> None:
-        current = self._read_ref(tag_path(name))
-        if current is None:
-            raise NotFoundError(f"{self.location}: no tag {name!r}")
-        if not self.store.compare_and_swap(tag_path(name), f"{current}\n".encode(), None):
-            raise ConflictError(f"{self.location}: tag {name!r} changed while it was being deleted; retry")
+        self._delete_ref(tag_path(name), "tag", name)
 
     def delete_branch(self, name: str) -> None:
-        current = self._read_ref(head_path(name))
+        self._delete_ref(head_path(name), "branch", name)
+
+    def _delete_ref(self, path: str, kind: str, name: str) -> None:
+        current = self._read_ref(path)
         if current is None:
-            raise NotFoundError(f"{self.location}: no branch {name!r}")
-        if not self.store.compare_and_swap(head_path(name), f"{current}\n".encode(), None):
-            raise ConflictError(f"{self.location}: branch {name!r} moved while it was being deleted; retry")
+            raise NotFoundError(f"{self.location}: no {kind} {name!r}")
+        if not self.store.compare_and_swap(path, f"{current}\n".encode(), None):
+            raise ConflictError(f"{self.location}: {kind} {name!r} changed while it was being deleted; retry")
 
     # ------------------------------------------------------------------ reading
     def _manifest_bytes(self, snapshot: str) -> bytes:
