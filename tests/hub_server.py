@@ -50,6 +50,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from servers import Unsatisfiable, parse_range
+
 __all__ = ["FakeHub", "DEFAULT_GITATTRIBUTES"]
 
 # The .gitattributes the Hub commits into every new model/dataset repo ("initial commit").
@@ -69,7 +71,6 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _OID_RE = re.compile(r"[0-9a-f]{64}")
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _SHORT_COMMIT_RE = re.compile(r"[0-9a-f]{7,39}")
-_RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", re.IGNORECASE)
 _LFS_JSON = "application/vnd.git-lfs+json"
 _XET_MESSAGE = ("FakeHub does not implement Xet storage: run the client with HF_HUB_DISABLE_XET=1 "
                 "(or huggingface_hub.constants.HF_HUB_DISABLE_XET = True) so it uses the LFS basic transfer")
@@ -144,26 +145,6 @@ def _ignore_patterns(gitignore: str) -> list[str]:
 
 def _looks_binary(sample: bytes) -> bool:
     return b"\x00" in sample
-
-
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
-    """``[start, end)`` of a single byte range; None to answer the whole file; "416" when unsatisfiable."""
-    if not header or "," in header:
-        return None
-    match = _RANGE_RE.fullmatch(header)
-    if not match or not (match[1] or match[2]):
-        return None
-    if match[1]:
-        start = int(match[1])
-        if match[2] and int(match[2]) < start:
-            return None
-        if start >= size:
-            return "416"
-        return start, min(size, int(match[2]) + 1) if match[2] else size
-    suffix = int(match[2])
-    if suffix == 0 or size == 0:
-        return "416"
-    return max(0, size - suffix), size
 
 
 def _truthy(values: list[str] | None) -> bool:
@@ -1229,11 +1210,12 @@ class FakeHub:
 def _ranged(request: _Request, data: bytes, etag: str, headers: list[tuple[str, str]]) -> _Response:
     """A file answer (GET/HEAD) with ETag, Accept-Ranges and a single byte range."""
     headers = [*headers, ("ETag", etag), ("Accept-Ranges", "bytes"), ("Content-Type", "application/octet-stream")]
-    span = _parse_range(request.headers.get("Range"), len(data))
-    if span == "416":
+    try:
+        span = parse_range(request.headers.get("Range"), len(data))
+    except Unsatisfiable:
         return _Response(416, b"", [*headers, ("Content-Range", f"bytes */{len(data)}")])
     if span is None:
         return _Response(200, data, headers)
-    start, end = span  # type: ignore[misc]
+    start, end = span
     return _Response(206, data[start:end], [*headers, ("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")])
 

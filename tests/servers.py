@@ -63,11 +63,11 @@ def start_moto() -> tuple[ThreadedMotoServer, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
-class _Unsatisfiable(Exception):
+class Unsatisfiable(Exception):
     """The range starts at or past the end of the file (answered with 416)."""
 
 
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """``[start, end)`` of a single ``bytes=`` range, or None to ignore the header (absent,
     malformed or multi-range: RFC 9110 lets a server answer the whole file)."""
     match = _RANGE.fullmatch(header.strip()) if header else None
@@ -78,11 +78,11 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         if match[2] and int(match[2]) < start:
             return None
         if start >= size:
-            raise _Unsatisfiable
+            raise Unsatisfiable
         return start, min(size, int(match[2]) + 1) if match[2] else size
     suffix = int(match[2])  # "bytes=-n": the last n bytes
     if suffix == 0 or size == 0:
-        raise _Unsatisfiable
+        raise Unsatisfiable
     return max(0, size - suffix), size
 
 
@@ -119,8 +119,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         size = target.stat().st_size
         try:
-            span = _parse_range(range_header, size)
-        except _Unsatisfiable:
+            span = parse_range(range_header, size)
+        except Unsatisfiable:
             self._status(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, {"Content-Range": f"bytes */{size}"})
             return
         start, end = span or (0, size)

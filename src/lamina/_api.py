@@ -280,9 +280,9 @@ def open(
         return hub_open(os.fspath(path), verify=verify, cache=cache, max_concurrency=max_concurrency)
     base, ref = split_ref(path)
     remote = is_remote(base)
-    if not remote and not Path(open_store(base).location).is_dir():
-        raise NotFoundError(f"{base}: no such snapshot directory")
     store = open_store(base, storage_options)
+    if isinstance(store, LocalStore) and not store.root.is_dir():
+        raise NotFoundError(f"{base}: no such snapshot directory")
     if ref is None:
         try:
             data: bytes | None = store.read(MANIFEST_NAME)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import threading
@@ -291,8 +292,6 @@ class Repo:
         except NotFoundError:
             raise NotFoundError(f"{self.location}: snapshot {snapshot[:12]} is missing its manifest blob "
                                 f"(run `lamina fsck`)") from None
-        import hashlib
-
         if hashlib.sha256(data).hexdigest() != snapshot:
             raise IntegrityError(f"{self.location}/{path}: blob bytes do not match its name",
                                  [(path, "sha256 mismatch")])
@@ -420,8 +419,6 @@ class Repo:
         """Upload (``upload_all``), then the manifest and revision, then move the branch and set the
         tag. ``branch=None`` publishes a revision reachable only from ``tag`` (checkpoints: no
         history chain, so dropping the tag frees its blobs); ``move_tag`` lets that tag move."""
-        import hashlib
-
         if not isinstance(message, str):
             raise FormatError(f"message must be a string, got {type(message).__name__}")
         if branch is None and tag is None:
@@ -563,8 +560,6 @@ class Repo:
 
     def fsck(self, *, full: bool = False) -> FsckReport:
         """Check refs, revisions, manifests and blob sizes (``full``: every blob's sha256 too)."""
-        import hashlib
-
         self._require()
         revisions, reachable, problems = self._reachable()
         listed_blobs = self.store.list("blobs/sha256/")
