@@ -21,17 +21,17 @@ from typing import Any
 
 import lamina
 from lamina._api import write_snapshot
-from lamina._errors import FormatError, LaminaError, NotFoundError, UnsafeInputError, UnsafePathError
+from lamina._errors import FormatError, LaminaError, NotFoundError, UnsafeInputError
 from lamina._tensors import Collected, tensor_source
 from lamina._torch_optim import CapturedOptimizer
 from lamina._writer import atomic_file_write, check_file_destination
+
+from ._keras_input import H5Data, check_h5, read_archive
 
 __all__ = ["to_lamina", "from_lamina"]
 
 PREFIX = "keras/"
 LAYOUT = "keras/layout.json"
-MAX_ENTRY_BYTES = 64 << 30
-MAX_RATIO = 100  # uncompressed/compressed: more than this is treated as a zip bomb
 VAR_NAMES = {
     "Dense": ["kernel", "bias"], "EinsumDense": ["kernel", "bias"], "Conv1D": ["kernel", "bias"],
     "Conv2D": ["kernel", "bias"], "Conv3D": ["kernel", "bias"], "Conv1DTranspose": ["kernel", "bias"],
@@ -50,33 +50,6 @@ SLOTS = {"Adam": ["momentum", "velocity"], "AdamW": ["momentum", "velocity"], "A
 
 
 # ------------------------------------------------------------------------------------ reading
-def _read_zip(path: Path) -> dict[str, bytes]:
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise FormatError(f"{path}: not a readable .keras archive ({exc})") from None
-    out = {}
-    with zf:
-        for info in zf.infolist():
-            if info.is_dir():
-                continue
-            ratio = info.file_size / max(info.compress_size, 1)
-            if info.file_size > MAX_ENTRY_BYTES or (ratio > MAX_RATIO and info.file_size > 1 << 20):
-                raise FormatError(f"{path}: entry {info.filename!r} would expand to {info.file_size} bytes "
-                                  f"({ratio:.0f}x); refusing a possible zip bomb")
-            if info.filename.startswith("/") or ".." in info.filename.split("/"):
-                raise FormatError(f"{path}: unsafe entry name {info.filename!r}")
-            try:
-                with zf.open(info) as member:
-                    data = member.read(info.file_size + 1)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-                raise FormatError(f"{path}: entry {info.filename!r} is corrupt ({exc})") from None
-            if len(data) != info.file_size:
-                raise FormatError(f"{path}: entry {info.filename!r} is not the size its header says")
-            out[info.filename] = data
-    return out
-
-
 def _walk_config(config: Any, where: str) -> None:
     """Refuse configs that only load by running code (Lambda layers carry Python bytecode)."""
     if isinstance(config, dict):
@@ -103,52 +76,6 @@ def _attr(value: Any) -> Any:
     except (TypeError, ValueError):
         raise FormatError(f"HDF5 attribute of type {type(value).__name__} is not plain data") from None
     return value
-
-
-_MAX_DEPTH = 64
-_MAX_OBJECTS = 1_000_000
-
-
-def _check_h5(root: Any, where: str) -> None:
-    """Refuse HDF5 features that read outside the file or never end: external and soft links,
-    external raw storage, virtual datasets, and (through a depth bound) hard-link cycles."""
-    import h5py
-
-    seen = 0
-
-    def visit(group: Any, depth: int) -> None:
-        nonlocal seen
-        if depth > _MAX_DEPTH:
-            raise FormatError(f"{where}: HDF5 groups nested deeper than {_MAX_DEPTH} (a link cycle?)")
-        for key in group:
-            link = group.get(key, getlink=True)
-            if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
-                raise UnsafePathError(f"{where}: {group.name.rstrip('/')}/{key} is an HDF5 {type(link).__name__}; "
-                                      "lamina reads only data stored in the file itself")
-            seen += 1
-            if seen > _MAX_OBJECTS:
-                raise FormatError(f"{where}: more than {_MAX_OBJECTS} HDF5 objects")
-            obj = group[key]
-            if isinstance(obj, h5py.Dataset):
-                if obj.external or obj.is_virtual:
-                    raise UnsafePathError(f"{where}: dataset {obj.name} stores its data outside the file "
-                                          f"({'virtual' if obj.is_virtual else 'external storage'}); refused")
-            else:
-                visit(obj, depth + 1)
-
-    visit(root, 0)
-
-
-def _dataset_array(ds: Any) -> Any:
-    import numpy as np
-
-    if ds.attrs.get("dtype") == "bfloat16" or (ds.dtype.kind == "V" and ds.dtype.itemsize == 2):
-        import ml_dtypes
-
-        return np.frombuffer(ds[()].tobytes(), dtype=ml_dtypes.bfloat16).reshape(ds.shape)
-    if ds.dtype.kind not in "biufc":
-        raise FormatError(f"dataset {ds.name}: HDF5 type {ds.dtype} is not supported")
-    return np.asarray(ds[()])
 
 
 def _var_names(cls: str, inner: Mapping[str, Any], count: int) -> list[str]:
@@ -181,10 +108,10 @@ def _has_datasets(group: Any) -> bool:
 class _H5Reader:
     """Walks ``model.weights.h5`` in the model's traversal order, with each layer's own config."""
 
-    def __init__(self, h5: Any, where: str) -> None:
+    def __init__(self, h5: Any, where: str, data: H5Data) -> None:
         import h5py
 
-        self.h5, self.where = h5, where
+        self.h5, self.where, self.data = h5, where, data
         self._dataset_type = h5py.Dataset
         self.tensors: list[tuple[str, Any]] = []  # (name, array) in traversal order
         self.trainable: list[str] = []
@@ -214,7 +141,7 @@ class _H5Reader:
         n_trainable = len(datasets) - NON_TRAINABLE_TAIL.get(cls, 0) if trainable else 0
         for i, (ds, var) in enumerate(zip(datasets, names)):
             tensor = "/".join(path + [var])
-            self.tensors.append((tensor, _dataset_array(ds)))
+            self.tensors.append((tensor, self.data.array(ds)))
             self.paths[ds.name.lstrip("/")] = tensor
             if i < n_trainable:
                 self.trainable.append(tensor)
@@ -310,7 +237,7 @@ def _optimizer(h5: Any, reader: _H5Reader, compile_config: Any, where: str) -> t
     roles: dict[str, str] = {}
     hyper = {k: v for k, v in opt_config.items() if isinstance(v, (bool, int, float, str)) or v is None}
     for i, role in enumerate(head):
-        hyper[f"{role}_value"] = variables[i][()].item()
+        hyper[f"{role}_value"] = reader.data.array(variables[i]).item()
         hyper[f"{role}_dtype"] = variables[i].dtype.str
         roles[variables[i].name.lstrip("/")] = f"$global/{role}"
     captured.groups.append((list(params), hyper))
@@ -320,7 +247,7 @@ def _optimizer(h5: Any, reader: _H5Reader, compile_config: Any, where: str) -> t
             for slot in block:
                 ds = variables[position]
                 position += 1
-                array = _dataset_array(ds)
+                array = reader.data.array(ds)
                 if array.shape != arrays[param].shape:
                     raise FormatError(f"{where}: optimizer variable {ds.name} has shape {array.shape}, but the "
                                       f"aligned parameter {param!r} is {arrays[param].shape}; {hint}")
@@ -337,7 +264,8 @@ def _read_legacy_h5(path: Path) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
 
     tensors = []
     with h5py.File(path, "r") as h5:
-        _check_h5(h5, str(path))
+        check_h5(h5, str(path))
+        data = H5Data(path.stat().st_size, str(path))
         if "model_weights" not in h5:
             raise FormatError(f"{path}: an HDF5 file without model_weights; not a Keras model")
         root = h5["model_weights"]
@@ -345,7 +273,7 @@ def _read_legacy_h5(path: Path) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
             group = root[_attr(layer)]
             for weight in group.attrs.get("weight_names", []):
                 name = _attr(weight)
-                tensors.append((name, _dataset_array(group[name])))
+                tensors.append((name, data.array(group[name])))
         meta = {k: _attr(v) for k, v in h5.attrs.items() if k in ("keras_version", "backend")}
         meta["model_config"] = json.loads(_attr(h5.attrs["model_config"])) if "model_config" in h5.attrs else None
     return tensors, meta
@@ -386,7 +314,7 @@ def to_lamina(
         _walk_config(meta.get("model_config"), str(src_path))
         files[f"{PREFIX}legacy.json"] = meta
     else:
-        entries = _read_zip(src_path)
+        entries = read_archive(src_path)
         if "config.json" not in entries or "model.weights.h5" not in entries:
             raise FormatError(f"{src_path}: a .keras archive needs config.json and model.weights.h5 "
                               f"(found {sorted(entries)[:8]})")
@@ -406,8 +334,9 @@ def to_lamina(
             raise FormatError(f"{src_path}: model.weights.h5 is not HDF5 ({exc})") from None
         try:
             with h5:
-                _check_h5(h5, f"{src_path}: model.weights.h5")
-                reader = _H5Reader(h5, f"{src_path}: model.weights.h5")
+                where = f"{src_path}: model.weights.h5"
+                check_h5(h5, where)
+                reader = _H5Reader(h5, where, H5Data(len(entries["model.weights.h5"]), where))
                 reader.walk(h5, [], True, config)
                 tensors = reader.tensors
                 layout = _layout(h5)
