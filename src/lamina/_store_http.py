@@ -1,25 +1,52 @@
 """HttpStore: a read-only Store over HTTP(S) range requests.
 
 Any static web server that honours ``Range`` serves a snapshot directory or a repository this
-way. Requests go through one urllib3 connection pool (keep-alive, thread-safe) with bounded
-retries on connection errors and 429/5xx answers, and timeouts on connect and read, so an
-unreachable or failing server ends in a :class:`StorageError`, never a hang.
+way. Requests go through one urllib3 connection pool (keep-alive, thread-safe). A failing, broken or
+hostile server ends in a :class:`StorageError` naming the URL, never a hang or unbounded memory:
+
+- connection errors and 429/5xx answers are retried a bounded number of times, with backoff;
+- every body is streamed in bounded chunks and capped by what the call expects (the range asked,
+  else ``max_body``), and a Content-Length above the cap is refused before anything is read;
+- a deadline bounds each call as a whole (a socket timeout bounds each ``recv`` only, so a server
+  trickling a byte at a time would otherwise hold a read open for hours);
+- redirects are followed here, not by urllib3, so that the caller's headers (credentials, API keys)
+  are sent only to the origin they were given for.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import re
-from collections.abc import Mapping
-from typing import Any
-from urllib.parse import quote
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+from urllib.parse import quote, urljoin, urlsplit
 
-from ._errors import FormatError, NotFoundError, StorageError
+from ._errors import FormatError, LaminaError, NotFoundError, StorageError
+from ._manifest_codec import MAX_MANIFEST_BYTES
 from ._naming import check_relative_path
 from ._store import Store
 
 __all__ = ["HttpStore"]
 
+T = TypeVar("T")
+
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
+_REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
+_MAX_REDIRECTS = 10
+#: body bytes asked of the socket per read: the most a read can hold beyond its cap
+_READ_CHUNK = 1 << 20
+#: an unwanted body (error page, redirect) up to this size is read to keep the connection; a longer one closes it
+_DISCARD_LIMIT = 64 << 10
+#: each span of body received adds ``deadline`` seconds to a call's clock: large bodies on slow links finish
+_DEADLINE_SPAN = 16 << 20
+
+#: the deadline of the call running on this thread, for the connection hook that watches its socket
+_ACTIVE = threading.local()
 
 
 class HttpStore(Store):
@@ -27,9 +54,17 @@ class HttpStore(Store):
 
     Args:
         url: ``http(s)://host/path`` of a snapshot directory or repository.
-        retries: attempts after the first, on connection errors and 429/500/502/503/504.
-        timeout: seconds for connecting and for each read.
-        headers: extra request headers (e.g. ``Authorization``).
+        retries: attempts after the first, on connection errors, cut answers and 429/500/502/503/504.
+        timeout: seconds for connecting and for each socket read.
+        deadline: seconds one call (a read, a size) may take in all: retries, backoff and redirects
+            included, plus as many again for each full 16 MiB of body received (a multi-GB shard on
+            a slow link still finishes; a server trickling bytes is cut off). The time a caller of
+            ``iter_chunks`` spends between chunks does not count. Exceeding it raises StorageError
+            ("deadline of N s exceeded"); it is not retried.
+        max_body: the most bytes a read without an end (a whole file, or from an offset to the end)
+            accepts; the default is the manifest size limit. Ranged reads are capped by the range.
+        headers: extra request headers (e.g. ``Authorization``). They are sent to the origin
+            (scheme, host, port) of ``url`` only: a redirect to another origin drops them all.
     """
 
     read_only = True
@@ -37,74 +72,218 @@ class HttpStore(Store):
     remote = True
     max_concurrency = 16
 
-    def __init__(self, url: str, *, retries: int = 3, timeout: float = 10.0,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, url: str, *, retries: int = 3, timeout: float = 10.0, deadline: float = 60.0,
+                 max_body: int = MAX_MANIFEST_BYTES, headers: Mapping[str, str] | None = None) -> None:
         import urllib3
 
+        for name, value, low in (("retries", retries, 0), ("timeout", timeout, 1e-9), ("deadline", deadline, 1e-9),
+                                 ("max_body", max_body, 0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (
+                    name in ("retries", "max_body") and not isinstance(value, int)):
+                raise FormatError(f"HttpStore {url}: {name} must be a {'non-negative integer' if low == 0 else 'positive number'}, "
+                                  f"not {value!r}")
         self.base_url = url.rstrip("/")
         self.location = self.base_url  # what messages show; a wrapper may name it (hf://org/name@rev)
         self.headers = dict(headers or {})
-        retry = urllib3.Retry(total=retries, connect=retries, read=retries, status=retries, backoff_factor=0.1,
-                              backoff_max=2.0, status_forcelist=(429, 500, 502, 503, 504),
-                              allowed_methods=("GET", "HEAD"), raise_on_status=False, respect_retry_after_header=False)
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=self.max_concurrency, retries=retry,
+        self.retries = retries
+        self.deadline = float(deadline)
+        self.max_body = max_body
+        self._pool = urllib3.PoolManager(num_pools=4, maxsize=self.max_concurrency,
                                          timeout=urllib3.Timeout(connect=timeout, read=timeout), block=False)
+        self._pool.pool_classes_by_scheme = _watched_pool_classes()
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}/{quote(check_relative_path(path))}"
 
-    def _request(self, method: str, path: str, headers: Mapping[str, str] | None = None,
-                 preload: bool = True) -> Any:
+    def _deadline(self, path: str) -> _Deadline:
+        return _Deadline(self.deadline, f"{self.location}/{path}")
+
+    # ------------------------------------------------------------------ requests
+    def _send(self, method: str, url: str, headers: Mapping[str, str], deadline: _Deadline) -> Any:
+        """One request, neither retried nor redirected; the body is left unread."""
+        _ACTIVE.deadline = deadline
+        try:
+            return self._pool.urlopen(method, url, headers=dict(headers), redirect=False, retries=False,
+                                      preload_content=False, decode_content=False)
+        finally:
+            _ACTIVE.deadline = None
+
+    def _follow(self, method: str, path: str, headers: Mapping[str, str], deadline: _Deadline) -> Any:
+        """The answer after redirects. urllib3 would forward every custom header to another host
+        (it strips only Authorization, Cookie and Proxy-Authorization), so redirects are followed
+        here: a hop to another origin keeps ``Range`` and nothing else the caller set."""
+        url = self._url(path)
+        sent = {**self.headers, **headers}
+        for _ in range(_MAX_REDIRECTS + 1):
+            response = self._send(method, url, sent, deadline)
+            if response.status not in _REDIRECT_STATUSES:
+                return response
+            location = response.headers.get("Location")
+            self._release(response, method, deadline, discard=True)
+            target = urljoin(url, location or "")
+            if not location or urlsplit(target).scheme not in ("http", "https"):
+                raise StorageError(f"{self.location}/{path}: HTTP {response.status} redirect to {location!r}, "
+                                   f"not an http(s) URL")
+            if _origin(target) != _origin(url):
+                sent = {name: value for name, value in sent.items() if name.lower() == "range"}
+            url = target
+        raise StorageError(f"{self.location}/{path}: more than {_MAX_REDIRECTS} redirects")
+
+    def _call(self, method: str, path: str, headers: Mapping[str, str], deadline: _Deadline,
+              read: Callable[[Any], T] | None) -> T:
+        """``read(answer)`` (which consumes the body, or raises) under bounded retries. With
+        ``read=None`` the answer itself is returned, its body unread and its connection held: the
+        caller streams it and must close it."""
         import urllib3
 
+        failure = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(0.0 if attempt == 1 else 0.1 * 2 ** (attempt - 1), 2.0, deadline.left()))
+                deadline.check()
+            try:
+                response = self._follow(method, path, headers, deadline)
+            except urllib3.exceptions.HTTPError as exc:
+                failure = str(getattr(exc, "reason", None) or exc)
+                deadline.check()  # the deadline shut the socket: say so, and do not retry
+                continue
+            if response.status in _RETRY_STATUSES and attempt < self.retries:
+                failure = f"HTTP {response.status}"
+                self._release(response, method, deadline, discard=True)
+                continue
+            try:
+                self._refuse(response, path)
+                if read is None:
+                    return response  # type: ignore[no-any-return]
+                result = read(response)
+            except urllib3.exceptions.HTTPError as exc:  # the body was cut (or the deadline cut it)
+                self._release(response, method, deadline, discard=False)
+                failure = str(exc)
+                deadline.check()
+                continue
+            except BaseException as exc:  # a refusal: a short error page is read, keeping the connection
+                self._release(response, method, deadline, discard=isinstance(exc, LaminaError))
+                raise
+            self._release(response, method, deadline, discard=True)
+            return result
+        raise StorageError(f"{self.location}/{path}: {method} failed after {self.retries} retries: {failure}")
+
+    def _release(self, response: Any, method: str, deadline: _Deadline, *, discard: bool) -> None:
+        """Give the connection back to the pool. A body left unread is read when ``discard`` and
+        it is short (an error page, a redirect), so the connection stays reusable; otherwise the
+        connection is closed, so no unread byte can be taken for the next answer."""
+        import urllib3
+
+        length = response.headers.get("Content-Length", "")
         try:
-            response = self._pool.request(method, self._url(path), headers={**self.headers, **(headers or {})},
-                                          preload_content=preload, redirect=True)
-        except urllib3.exceptions.HTTPError as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise StorageError(f"{self.location}/{path}: {method} failed after retries: {reason}") from None
-        if response.status == 404 or response.status == 410:
+            if response.closed:  # the body was read to its end
+                pass
+            elif discard and (method == "HEAD" or (length.isdigit() and int(length) <= _DISCARD_LIMIT)):
+                response.read(decode_content=False)
+            else:
+                response.close()
+        except urllib3.exceptions.HTTPError:
+            response.close()
+        finally:
+            deadline.unwatch()  # before the connection can serve another call
+            response.release_conn()
+
+    def _refuse(self, response: Any, path: str) -> None:
+        if response.status in (404, 410):
             raise NotFoundError(f"{self.location}/{path}: file not found (HTTP {response.status})")
         if response.status in (401, 403):
             raise StorageError(f"{self.location}/{path}: access denied (HTTP {response.status}); "
                                f"pass credentials with headers= or storage_options={{'headers': ...}}")
-        return response
 
-    def _range(self, path: str, start: int, end: int | None) -> tuple[bytes, int | None]:
-        """Bytes ``[start, end)`` (to EOF when ``end`` is None) and the file size if the server
-        said it. Servers may answer a range with fewer bytes than asked (gateways cap ranges): the
-        rest is requested until the range or the file ends."""
+    def _check_status(self, response: Any, path: str, ok: tuple[int, ...]) -> None:
+        if response.status not in ok:
+            raise StorageError(f"{self.location}/{path}: HTTP {response.status} {response.reason or ''}".rstrip())
+
+    def _body(self, response: Any, cap: int, deadline: _Deadline, too_long: Callable[[int | None], LaminaError]) -> bytes:
+        """The whole body, refused (``too_long(declared length or None)``) once it exceeds ``cap``:
+        a larger Content-Length before reading, a longer stream (chunked, or a lying length) as soon
+        as byte ``cap + 1`` arrives, so at most ``cap + 1`` bytes are ever held."""
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > cap:
+            raise too_long(int(length))
+        body = io.BytesIO()  # grows in place; getvalue() hands over its buffer without a copy
+        while chunk := response.read(min(_READ_CHUNK, cap + 1 - body.tell()), decode_content=False):
+            body.write(chunk)
+            if body.tell() > cap:
+                raise too_long(None)
+            deadline.received(len(chunk))
+        deadline.check()  # a socket shut by the deadline can look like the end of a body without a length
+        return body.getvalue()
+
+    def _exceeds(self, path: str, cap: int, what: str) -> Callable[[int | None], StorageError]:
+        def error(declared: int | None) -> StorageError:
+            told = "" if declared is None else f" (Content-Length {declared})"
+            return StorageError(f"{self.location}/{path}: body exceeds {cap} bytes{told}, {what}")
+        return error
+
+    # ------------------------------------------------------------------ reads
+    def _range(self, path: str, start: int, end: int | None, deadline: _Deadline) -> tuple[bytes, int | None]:
+        """Bytes ``[start, end)`` (to EOF when ``end`` is None, at most ``max_body``) and the file
+        size if the server said it. Servers may answer a range with fewer bytes than asked
+        (gateways cap ranges): the rest is requested until the range or the file ends."""
         parts: list[bytes] = []
         total: int | None = None
         position = start
         while end is None or position < end:
             wanted = f"bytes={position}-" + ("" if end is None else str(end - 1))
-            response = self._request("GET", path, {"Range": wanted})
-            if response.status == 416:  # at or past EOF
+            cap = end - position if end is not None else self.max_body - (position - start)
+            what = f"the range asked ({wanted})" if end is not None else f"max_body (reading from {start} to the end)"
+            answer = self._call("GET", path, {"Range": wanted}, deadline, functools.partial(
+                self._range_answer, path=path, position=position, wanted=wanted, deadline=deadline,
+                too_long=self._exceeds(path, cap, what), cap=cap))
+            if answer is None:  # 416: at or past EOF
                 break
-            self._check_status(response, path, (200, 206))
-            if response.status == 200:
-                # The server ignored Range and sent the whole file: refuse rather than silently
-                # transferring everything on every tensor read.
-                raise self._no_ranges(path)
-            match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
-            if match is None or int(match.group(1)) != position or len(response.data) != (
-                    int(match.group(2)) - int(match.group(1)) + 1):
-                raise StorageError(f"{self.location}/{path}: bad Content-Range "
-                                   f"{response.headers.get('Content-Range')!r} for {wanted}")
-            if match.group(3) != "*":
-                total = int(match.group(3))
-            parts.append(response.data)
-            position += len(response.data)
-            if not response.data or (total is not None and position >= total):
+            data, size = answer
+            total = size if size is not None else total
+            parts.append(data)
+            position += len(data)
+            if not data or (total is not None and position >= total):
                 break
         return b"".join(parts) if len(parts) != 1 else parts[0], total
+
+    def _range_answer(self, response: Any, *, path: str, position: int, wanted: str, cap: int, deadline: _Deadline,
+                      too_long: Callable[[int | None], LaminaError]) -> tuple[bytes, int | None] | None:
+        if response.status == 416:
+            return None
+        self._check_status(response, path, (200, 206))
+        if response.status == 200:
+            # The server ignored Range and sent the whole file: refuse rather than silently
+            # transferring everything on every tensor read.
+            raise self._no_ranges(path)
+        content_range = response.headers.get("Content-Range", "")
+        match = _CONTENT_RANGE.fullmatch(content_range)
+        if match is None or int(match.group(1)) != position:
+            raise self._bad_range(path, content_range, wanted)
+        data = self._body(response, cap, deadline, too_long)
+        if len(data) != int(match.group(2)) - int(match.group(1)) + 1:
+            raise self._bad_range(path, content_range, wanted)
+        return data, None if match.group(3) == "*" else int(match.group(3))
+
+    def _bad_range(self, path: str, content_range: str, wanted: str) -> StorageError:
+        return StorageError(f"{self.location}/{path}: bad Content-Range {content_range!r} for {wanted}")
+
+    def _whole(self, path: str, cap: int, too_long: Callable[[int | None], LaminaError]) -> bytes:
+        deadline = self._deadline(path)
+        try:
+            return self._call("GET", path, {}, deadline, lambda response: (
+                self._check_status(response, path, (200,)), self._body(response, cap, deadline, too_long))[1])
+        finally:
+            deadline.unwatch()
 
     def read_prefix(self, path: str, length: int) -> tuple[bytes, int]:
         # One ranged GET (usually): its Content-Range ends with the file's total size.
         if length <= 0:
             return b"", self.size(path)
-        data, total = self._range(path, 0, length)
+        deadline = self._deadline(path)
+        try:
+            data, total = self._range(path, 0, length, deadline)
+        finally:
+            deadline.unwatch()
         return data, total if total is not None else self.size(path)
 
     def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
@@ -112,26 +291,43 @@ class HttpStore(Store):
             self.size(path)  # still report a missing file
             return b""
         if start == 0 and end is None:
-            response = self._request("GET", path)
-            self._check_status(response, path, (200,))
-            return response.data
-        return self._range(path, start, end)[0]
+            return self._whole(path, self.max_body, self._exceeds(path, self.max_body, "max_body (a whole-file read)"))
+        deadline = self._deadline(path)
+        try:
+            return self._range(path, start, end, deadline)[0]
+        finally:
+            deadline.unwatch()
+
+    def read_limited(self, path: str, limit: int) -> bytes:
+        """The whole file, refused with FormatError when it holds more than ``limit`` bytes (one
+        GET; a larger Content-Length is refused before any body byte is read). ``max_body`` still
+        caps it, with a StorageError."""
+        if limit > self.max_body:
+            return self._whole(path, self.max_body, self._exceeds(path, self.max_body, "max_body (a whole-file read)"))
+
+        def too_large(declared: int | None) -> FormatError:
+            held = "" if declared is None else f"{declared} bytes, "
+            return FormatError(f"{self.location}/{path}: {held}more than the {limit}-byte limit for this file; "
+                               f"refusing to read it")
+        return self._whole(path, limit, too_large)
 
     def _no_ranges(self, path: str) -> StorageError:
         return StorageError(f"{self.location}/{path}: the server ignores HTTP Range requests; lazy reads need "
                             f"a server that answers 206 Partial Content")
 
-    def _check_status(self, response: Any, path: str, ok: tuple[int, ...]) -> None:
-        if response.status not in ok:
-            raise StorageError(f"{self.location}/{path}: HTTP {response.status} {response.reason or ''}".rstrip())
-
     def size(self, path: str) -> int:
-        response = self._request("HEAD", path)
-        self._check_status(response, path, (200,))
-        length = response.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            raise StorageError(f"{self.location}/{path}: the server sent no Content-Length")
-        return int(length)
+        def length(response: Any) -> int:
+            self._check_status(response, path, (200,))
+            value = response.headers.get("Content-Length")
+            if value is None or not value.isdigit():
+                raise StorageError(f"{self.location}/{path}: the server sent no Content-Length")
+            return int(value)
+
+        deadline = self._deadline(path)
+        try:
+            return self._call("HEAD", path, {}, deadline, length)
+        finally:
+            deadline.unwatch()
 
     def exists(self, path: str) -> bool:
         try:
@@ -144,24 +340,143 @@ class HttpStore(Store):
         raise StorageError(f"{self.location}: listing files is not possible over HTTP; the manifest lists a "
                            f"snapshot's files (repositories: `lamina fsck` and `gc` need a listable store)")
 
-    def iter_chunks(self, path: str, chunk_size: int = 16 << 20) -> Any:
-        # One streamed GET instead of a request per chunk.
-        response = self._request("GET", path, preload=False)
+    def iter_chunks(self, path: str, chunk_size: int = 16 << 20) -> Iterator[bytes]:
+        # One streamed GET instead of a request per chunk. No cap: the caller checks the size it
+        # expects and stops reading (hashed_chunks); each chunk is at most chunk_size bytes.
+        import urllib3
+
+        deadline = self._deadline(path)
+        try:
+            response = self._call("GET", path, {}, deadline, None)
+        except BaseException:
+            deadline.unwatch()
+            raise
         try:
             self._check_status(response, path, (200,))
-            yield from response.stream(chunk_size)
-        except Exception as exc:
-            if isinstance(exc, (StorageError, NotFoundError)):
-                raise
+            while chunk := response.read(chunk_size, decode_content=False):
+                deadline.received(len(chunk))
+                deadline.pause()  # the consumer's time between chunks is not the server's
+                yield chunk
+                deadline.resume()
+            deadline.check()
+        except urllib3.exceptions.HTTPError as exc:
+            deadline.check()
             raise StorageError(f"{self.location}/{path}: download interrupted: {exc}") from None
         finally:
-            response.release_conn()
+            self._release(response, "GET", deadline, discard=False)
+
+
+class _Deadline:
+    """The clock of one store call: ``seconds``, plus as many again per ``_DEADLINE_SPAN`` bytes of
+    body received. A timer shuts the call's socket down when it runs out, so a blocked read (of
+    headers or body, however slowly the server trickles) returns at once."""
+
+    def __init__(self, seconds: float, where: str) -> None:
+        self.seconds = seconds
+        self.where = where
+        self._expires = time.monotonic() + seconds
+        self._received = 0
+        self._lock = threading.Lock()
+        self._sock: Any = None
+        self._timer: threading.Timer | None = None
+        self._paused_left: float | None = None
+        self._fired = False
+
+    def watch(self, sock: Any) -> None:
+        """Shut ``sock`` down when the time is up (called as each request starts reading its answer)."""
+        with self._lock:
+            self._sock = sock
+            self._arm()
+
+    def unwatch(self) -> None:
+        with self._lock:
+            self._sock = None
+            self._disarm()
+
+    def left(self) -> float:
+        return max(0.0, self._expires - time.monotonic())
+
+    def check(self) -> None:
+        if self._fired or (self._paused_left is None and time.monotonic() >= self._expires):
+            raise StorageError(f"{self.where}: deadline of {self.seconds:g} s exceeded") from None
+
+    def received(self, n: int) -> None:
+        spans = (self._received + n) // _DEADLINE_SPAN - self._received // _DEADLINE_SPAN
+        self._received += n
+        if spans:
+            with self._lock:
+                self._expires += spans * self.seconds
+                self._arm()
+        self.check()
+
+    def pause(self) -> None:
+        with self._lock:
+            self._paused_left = self.left()
+            self._disarm()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._expires = time.monotonic() + (self._paused_left or 0.0)
+            self._paused_left = None
+            self._arm()
+
+    def _arm(self) -> None:  # lock held
+        self._disarm()
+        if self._sock is not None and self._paused_left is None:
+            self._timer = threading.Timer(self.left(), self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _disarm(self) -> None:  # lock held
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._sock is None or self._paused_left is not None:
+                return
+            if time.monotonic() < self._expires:  # extended meanwhile, or woken early: wait again
+                self._arm()
+                return
+            self._fired = True
+            sock = self._sock
+        try:  # the plain socket's shutdown, also under TLS: SSLSocket.shutdown would drop its state mid-read
+            (socket.socket.shutdown if isinstance(sock, socket.socket) else type(sock).shutdown)(sock, socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass
+
+
+@functools.cache
+def _watched_pool_classes() -> dict[str, type]:
+    """urllib3 pools whose connections hand their socket to the calling thread's deadline as they
+    start reading an answer (the one place the socket of a request in flight is reachable)."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def watched(base: type) -> type:
+        def getresponse(self: Any) -> Any:
+            deadline = getattr(_ACTIVE, "deadline", None)
+            if deadline is not None and self.sock is not None:
+                deadline.watch(self.sock)
+            return base.getresponse(self)
+        return type(f"Watched{base.__name__}", (base,), {"getresponse": getresponse})
+
+    return {"http": type("WatchedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": watched(HTTPConnection)}),
+            "https": type("WatchedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": watched(HTTPSConnection)})}
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
 
 
 def http_store(url: str, storage_options: Mapping[str, Any] | None) -> HttpStore:
-    """An HttpStore from ``storage_options`` (``headers``, ``retries``, ``timeout``)."""
+    """An HttpStore from ``storage_options`` (``headers``, ``retries``, ``timeout``, ``deadline``, ``max_body``)."""
     options = dict(storage_options or {})
-    unknown = set(options) - {"headers", "retries", "timeout"}
+    known = {"headers", "retries", "timeout", "deadline", "max_body"}
+    unknown = set(options) - known
     if unknown:
-        raise FormatError(f"storage_options for http(s):// accepts headers, retries and timeout; got {sorted(unknown)}")
+        raise FormatError(f"storage_options for http(s):// accepts {', '.join(sorted(known))}; got {sorted(unknown)}")
     return HttpStore(url, **options)
