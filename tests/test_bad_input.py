@@ -15,51 +15,18 @@ import textwrap
 import time
 from pathlib import Path
 
-import ml_dtypes
 import msgpack
 import numpy as np
 import pytest
 import torch
 
 import lamina
+from adversarial.snapshot import ENC, encode_wire, make_snapshot, read_wire, tensors, write_wire
 from lamina._manifest_codec import MANIFEST_NAME, decode_manifest
 from lamina._shards import MAX_HEADER_BYTES, parse_header, read_header
 
-ENC = "weights/enc.safetensors"
-DEC = "weights/dec.safetensors"
-
 
 # ------------------------------------------------------------------------------ helpers
-def tensors() -> dict[str, np.ndarray]:
-    return {
-        "enc.weight": np.arange(12, dtype=np.float32).reshape(3, 4),
-        "enc.bias": np.arange(3, dtype=np.float32) - 1,
-        "dec.weight": np.arange(8, dtype=np.int64).reshape(2, 4),
-        "dec.scale": np.array([1.5, -2.0, 0.25], dtype=ml_dtypes.bfloat16),
-    }
-
-
-def make_snapshot(path: Path, **kw) -> lamina.Artifact:
-    return lamina.save(tensors(), path, info={"name": "demo"}, training={"step": 7, "epoch": 1},
-                       files={"config.json": {"hidden": 4}}, **kw)
-
-
-def read_wire(snap: Path) -> dict:
-    return msgpack.unpackb((snap / MANIFEST_NAME).read_bytes(), raw=False)
-
-
-def encode_wire(wire: dict) -> bytes:
-    """Re-encode a wire map with a correct checksum as its last entry."""
-    wire = {k: v for k, v in wire.items() if k != "checksum"}
-    wire["checksum"] = bytes(32)
-    data = msgpack.packb(wire, use_bin_type=True)
-    return data[:-32] + hashlib.sha256(data[:-32]).digest()
-
-
-def write_wire(snap: Path, wire: dict) -> None:
-    (snap / MANIFEST_NAME).write_bytes(encode_wire(wire))
-
-
 def flip(path: Path, offset: int, mask: int = 0x01) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= mask

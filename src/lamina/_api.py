@@ -12,7 +12,8 @@ from ._artifact import Artifact
 from ._torch_optim import CapturedOptimizer
 from ._errors import FormatError, NotFoundError
 from ._manifest import FORMAT_VERSION, Alias, Manifest, ModelInfo, TrainingState, coerce_info, coerce_training
-from ._manifest_codec import MANIFEST_NAME, decode_manifest
+from ._manifest_codec import MANIFEST_NAME
+from ._reader import read_manifest
 from ._naming import default_layer
 from ._store import LocalStore
 from ._tensors import Collected, TensorSource, collect_tensors
@@ -285,11 +286,10 @@ def open(
         raise NotFoundError(f"{base}: no such snapshot directory")
     if ref is None:
         try:
-            data: bytes | None = store.read(MANIFEST_NAME)
+            manifest: Manifest | None = read_manifest(store)[1]
         except NotFoundError:
-            data = None
-        if data is not None:
-            manifest = decode_manifest(data, f"{store.location}/{MANIFEST_NAME}")
+            manifest = None
+        if manifest is not None:
             if remote and cache is not False:
                 from ._snapshot_stores import BlobCache, CachedSnapshotStore
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from ._errors import IntegrityError, NotFoundError, StateMismatchError
+from ._errors import FormatError, IntegrityError, NotFoundError, StateMismatchError
 from ._load import LoadReport, load_into_module
 from ._manifest import Manifest, ModelInfo, OptimizerInfo, TensorEntry, TrainingState
 from ._manifest_codec import MANIFEST_NAME
 from ._naming import check_relative_path
-from ._reader import ShardReader, normalize_framework
+from ._reader import ShardReader, normalize_framework, read_manifest
 from ._store import Store
 
 __all__ = ["Artifact"]
@@ -190,12 +190,12 @@ class Artifact:
     def manifest_bytes(self) -> bytes:
         """The manifest's bytes as stored now (the snapshot id is their sha256), checked to be the
         manifest this Artifact was opened with: a snapshot rewritten since is an IntegrityError."""
-        from ._manifest_codec import decode_manifest, encode_manifest
+        from ._manifest_codec import encode_manifest
 
         if not self._store.exists(MANIFEST_NAME):
             return encode_manifest(self._manifest)
-        data = self._store.read(MANIFEST_NAME)
-        if decode_manifest(data, f"{self.location}/{MANIFEST_NAME}") != self._manifest:
+        data, manifest = read_manifest(self._store)
+        if manifest != self._manifest:
             raise IntegrityError(f"{self.location}: the snapshot was rewritten after it was opened; open it again",
                                  [(MANIFEST_NAME, "changed since opened")])
         return data
@@ -219,6 +219,9 @@ class Artifact:
                 size = store.size(f.path)
             except NotFoundError:
                 problems.append((f.path, "missing"))
+                continue
+            except FormatError as exc:  # not a regular file
+                problems.append((f.path, str(exc)))
                 continue
             if size != f.size:
                 problems.append((f.path, f"size {size}, expected {f.size}"))

@@ -20,13 +20,15 @@ from typing import Any
 from ._artifact import Artifact
 from ._errors import ConflictError, ExistsError, FormatError, LaminaError, NotFoundError, StorageError
 from ._manifest import FileEntry
-from ._manifest_codec import MANIFEST_NAME, decode_manifest
+from ._manifest_codec import MANIFEST_NAME
+from ._reader import read_manifest
+from ._store import LocalStore
 from ._repo import PushResult
 from ._transfer import Progress, copy_snapshot, hashed_chunks
 
 __all__ = ["is_hub", "parse_hub", "hub_push", "hub_open", "hub_pull"]
 
-_HUB = re.compile(r"^hf://(?:models/)?([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(.+))?/?$")
+_HUB = re.compile(r"^hf://(?:models/)?([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(.+))?/?\Z")
 
 
 def is_hub(location: str | os.PathLike[str]) -> bool:
@@ -201,7 +203,7 @@ def _remote_manifest_paths(api: Any, repo_id: str, head: str | None, remote: Map
 
     path = hf_hub_download(repo_id, MANIFEST_NAME, revision=head, endpoint=api.endpoint, token=api.token)
     try:
-        manifest = decode_manifest(Path(path).read_bytes(), f"hf://{repo_id}@{head}/{MANIFEST_NAME}")
+        manifest = read_manifest(LocalStore(Path(path).parent), Path(path).name)[1]
     except FormatError:
         return set()  # not ours to interpret: replace nothing but what we add
     return {f.path for f in manifest.files}
@@ -250,20 +252,16 @@ def hub_open(location: str, *, verify: bool = False, cache: Any = None, max_conc
 
     repo_id, revision = parse_hub(location)
     if constants.HF_HUB_OFFLINE:
-        from ._store import LocalStore
-
         local = LocalStore(_download(repo_id, revision, token, endpoint, offline=True))
         local.can_list = False  # the hub adds files of its own (.gitattributes); only the manifest's count
         local.location = f"hf://{repo_id}@{revision or 'main'} (offline: {local.root})"
-        data = local.read(MANIFEST_NAME)
-        return Artifact(local, decode_manifest(data, f"{local.location}/{MANIFEST_NAME}"), verify=verify)
+        return Artifact(local, read_manifest(local)[1], verify=verify)
     api = _api(token, endpoint)
     commit = _resolve(api, repo_id, revision)
     store = HttpStore(f"{api.endpoint}/{repo_id}/resolve/{commit}", headers=build_hf_headers(token=token))
     store.location = f"hf://{repo_id}@{revision or 'main'}"
     with _hub_errors(repo_id, "read the manifest"):
-        data = store.read(MANIFEST_NAME)
-    manifest = decode_manifest(data, f"{store.location}/{MANIFEST_NAME}")
+        manifest = read_manifest(store)[1]
     view: Any = store
     if cache is not False:
         from ._snapshot_stores import BlobCache, CachedSnapshotStore
@@ -281,7 +279,7 @@ def _download(repo_id: str, revision: str | None, token: str | None, endpoint: s
     with _hub_errors(repo_id, "download"):
         manifest_path = hf_hub_download(repo_id, MANIFEST_NAME, revision=revision or "main", token=token,
                                         endpoint=endpoint, local_files_only=offline)
-        manifest = decode_manifest(Path(manifest_path).read_bytes(), f"hf://{repo_id}/{MANIFEST_NAME}")
+        manifest = read_manifest(LocalStore(Path(manifest_path).parent), Path(manifest_path).name)[1]
         return snapshot_download(repo_id, revision=revision or "main", token=token, endpoint=endpoint,
                                  local_files_only=offline, allow_patterns=[glob.escape(p) for p in (MANIFEST_NAME, *(f.path for f in manifest.files))])
 

@@ -21,7 +21,7 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 # scheme -> (the package fsspec needs, the lamina extra that installs it)
 _EXTRAS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"),
            "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"), "abfss": ("adlfs", "azure")}
-_REF = re.compile(r"@([A-Za-z0-9._-]+)$")  # in the last path component: "a@b.com/m" is a path
+_REF = re.compile(r"@([A-Za-z0-9._-]+)\Z")  # in the last path component: "a@b.com/m" is a path
 
 
 def scheme_of(location: str | os.PathLike[str]) -> str | None:

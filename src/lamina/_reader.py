@@ -15,11 +15,12 @@ from typing import Any
 from ._dtypes import numpy_dtype, torch_dtype
 from ._errors import FormatError, IntegrityError, NotFoundError
 from ._manifest import FileEntry, Manifest, TensorEntry
+from ._manifest_codec import MANIFEST_NAME, MAX_MANIFEST_BYTES, decode_manifest
 from ._parallel import run_parallel
 from ._shards import plan_shard, read_header
 from ._store import Store
 
-__all__ = ["ShardReader", "allocate", "FRAMEWORKS"]
+__all__ = ["ShardReader", "allocate", "read_manifest", "FRAMEWORKS"]
 
 FRAMEWORKS = {"pt": "pt", "torch": "pt", "np": "np", "numpy": "np"}
 
@@ -42,6 +43,13 @@ def allocate(entry: TensorEntry, framework: str) -> tuple[Any, memoryview]:
 
     arr = np.empty(entry.shape, dtype=numpy_dtype(entry.dtype))
     return arr, memoryview(arr.reshape(-1).view(np.uint8))
+
+
+def read_manifest(store: Store, path: str = MANIFEST_NAME) -> tuple[bytes, Manifest]:
+    """A manifest's bytes and decoded form; a file over the manifest size limit is refused before
+    it is read (spec §4)."""
+    data = store.read_limited(path, MAX_MANIFEST_BYTES)
+    return data, decode_manifest(data, f"{store.location}/{path}")
 
 
 def _entries_by_file(manifest: Manifest) -> dict[str, list[TensorEntry]]:

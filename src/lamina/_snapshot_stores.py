@@ -19,7 +19,7 @@ from ._errors import IntegrityError, NotFoundError, StorageError
 from ._manifest import FileEntry
 from ._manifest_codec import MANIFEST_NAME
 from ._repo_layout import blob_path
-from ._store import LocalStore, Store
+from ._store import LocalStore, Store, open_regular
 
 __all__ = ["BlobSnapshotStore", "CachedSnapshotStore", "BlobCache", "default_cache_dir"]
 
@@ -45,6 +45,9 @@ class BlobSnapshotStore(Store):
 
     def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
         return self.inner.read(self._blob(path), start, end)
+
+    def read_limited(self, path: str, limit: int) -> bytes:
+        return self.inner.read_limited(self._blob(path), limit)
 
     def read_into(self, path: str, ranges: list[tuple[int, memoryview]]) -> None:
         self.inner.read_into(self._blob(path), ranges)
@@ -123,9 +126,11 @@ class BlobCache:
             try:
                 with open(tmp, "wb") as f:
                     for chunk in source.iter_chunks(entry.path):
+                        size += len(chunk)
+                        if size > entry.size:  # never store (or wait for) more than the manifest lists
+                            break
                         sha.update(chunk)
                         f.write(chunk)
-                        size += len(chunk)
                 if size != entry.size or sha.hexdigest() != entry.sha256:
                     raise IntegrityError(f"{source.location}/{entry.path}: downloaded {size} bytes that do not match "
                                          f"the manifest's size and sha256", [(entry.path, "sha256 mismatch")])
@@ -140,7 +145,7 @@ class BlobCache:
 
 def _file_sha256(path: Path) -> str:
     sha = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
+    with open_regular(path) as f:
         while chunk := f.read(16 << 20):
             sha.update(chunk)
     return sha.hexdigest()
@@ -170,6 +175,11 @@ class CachedSnapshotStore(Store):
         if path not in self._files:
             return self.inner.read(path, start, end)  # the manifest itself: never cached (it may change)
         return self._local.read(self._cached(path), start, end)
+
+    def read_limited(self, path: str, limit: int) -> bytes:
+        if path not in self._files:
+            return self.inner.read_limited(path, limit)
+        return self._local.read_limited(self._cached(path), limit)
 
     def read_into(self, path: str, ranges: list[tuple[int, memoryview]]) -> None:
         self._local.read_into(self._cached(path), ranges)

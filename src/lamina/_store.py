@@ -9,18 +9,22 @@ reader or the repository logic.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from ._errors import IntegrityError, NotFoundError, StorageError
+from ._errors import FormatError, IntegrityError, LaminaError, NotFoundError, StorageError
 from ._naming import check_relative_path
 from ._parallel import default_workers
 
-__all__ = ["Store", "LocalStore", "Chunks", "as_chunks", "check_prefix", "fsync_path"]
+__all__ = ["Store", "LocalStore", "Chunks", "as_chunks", "check_prefix", "fsync_path", "open_regular",
+           "os_errors_as_storage_errors"]
 
 Chunks = bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview]
 
@@ -75,6 +79,20 @@ class Store(ABC):
     def list(self, prefix: str = "") -> list[str]:
         """Every file whose path starts with ``prefix`` (a directory prefix such as ``"refs/"``, or
         ``""`` for all), as sorted relative POSIX paths."""
+
+    def read_limited(self, path: str, limit: int) -> bytes:
+        """The whole file, refused with FormatError when it holds more than ``limit`` bytes (e.g.
+        a manifest); never reads more than ``limit + 1`` bytes, however large the file is or grows.
+        Backends that learn the size first refuse before reading anything."""
+        data = self.read(path, 0, limit + 1)
+        if len(data) > limit:
+            raise self._too_large(path, None, limit)
+        return data
+
+    def _too_large(self, path: str, size: int | None, limit: int) -> FormatError:
+        held = "" if size is None else f"{size} bytes, "
+        return FormatError(f"{self.location}/{path}: {held}more than the {limit}-byte limit for this file; "
+                           f"refusing to read it")
 
     def read_prefix(self, path: str, length: int) -> tuple[bytes, int]:
         """The first ``length`` bytes (fewer if the file is shorter) and the file's size; backends
@@ -164,6 +182,85 @@ def _coalesce(ranges: list[tuple[int, memoryview]]) -> list[tuple[int, list[memo
     return groups
 
 
+@contextmanager
+def os_errors_as_storage_errors(action: str) -> Iterator[None]:
+    """Turn an OSError raised inside (a full disk, no permission, a vanished directory) into a
+    StorageError saying what was being done; lamina errors pass through unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, LaminaError):
+            raise
+        hint = " (the disk is full)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise StorageError(f"{action}: {exc.strerror or exc}{hint}") from None
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(display: object, mode: int) -> FormatError:
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return FormatError(f"{display}: is {kind}, not a regular file; lamina reads only regular files")
+
+
+def open_regular(path: str | os.PathLike[str], display: object = None) -> Any:
+    """Open a local file for reading, unbuffered, refusing anything but a regular file (a
+    symlink to one is fine).
+
+    The open itself never blocks (``O_NONBLOCK``: a FIFO without a writer would block forever) and
+    the check is on the opened descriptor, so a file swapped after a check cannot slip through.
+
+    Raises:
+        NotFoundError: missing, or a directory.
+        FormatError: a FIFO, socket, or device (e.g. a symlink to ``/dev/zero``), naming ``display``.
+    """
+    display = path if display is None else display
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise NotFoundError(f"{display}: file not found") from None
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket (or a device without a driver) cannot be opened
+            try:
+                raise _not_regular(display, os.stat(path).st_mode) from None
+            except OSError:
+                pass
+        raise StorageError(f"cannot open {display}: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise NotFoundError(f"{display}: file not found (a directory is there)")
+        if not stat.S_ISREG(mode):
+            raise _not_regular(display, mode)
+        if flags & getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_span(f: Any, start: int, end: int | None) -> bytes:
+    """Bytes ``[start, end)`` of an open regular file, never more than it held when opened (so the
+    read and its buffer stay bounded by the real size, whatever ``end`` says or the file grows to)."""
+    size = os.fstat(f.fileno()).st_size
+    stop = size if end is None else min(end, size)
+    if stop <= start:
+        return b""
+    f.seek(start)
+    parts = []
+    remaining = stop - start
+    while remaining:  # one read() returns at most ~2 GiB on Linux
+        part = f.read(remaining)
+        if not part:  # shrank meanwhile
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def fsync_path(path: Path) -> None:
     """fsync a file or a directory (a directory's entry list, for renames and creations)."""
     fd = os.open(path, os.O_RDONLY)
@@ -196,21 +293,23 @@ class LocalStore(Store):
     def _missing(self, path: str) -> NotFoundError:
         return NotFoundError(f"{self.root / path}: file not found")
 
+    def _open(self, path: str) -> Any:
+        return open_regular(self._path(path), self.root / path)
+
     def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
-        try:
-            with open(self._path(path), "rb") as f:
-                f.seek(start)
-                return f.read(-1 if end is None else max(0, end - start))
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise self._missing(path) from None
+        with self._open(path) as f:
+            return _read_span(f, start, end)
+
+    def read_limited(self, path: str, limit: int) -> bytes:
+        with self._open(path) as f:  # the size of what was opened, checked before reading
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise self._too_large(path, size, limit)
+            return _read_span(f, 0, limit)
 
     def read_into(self, path: str, ranges: list[tuple[int, memoryview]]) -> None:
         # One open per file, readinto straight into the destination: no intermediate bytes object.
-        try:
-            f = open(self._path(path), "rb", buffering=0)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise self._missing(path) from None
-        with f:
+        with self._open(path) as f:
             for start, buffer in ranges:
                 f.seek(start)
                 done = 0
@@ -224,11 +323,14 @@ class LocalStore(Store):
     def size(self, path: str) -> int:
         target = self._path(path)
         try:
-            if target.is_file():
-                return target.stat().st_size
+            mode_size = target.stat()
         except OSError:
-            pass
-        raise self._missing(path)
+            raise self._missing(path) from None
+        if stat.S_ISDIR(mode_size.st_mode):
+            raise self._missing(path)
+        if not stat.S_ISREG(mode_size.st_mode):
+            raise _not_regular(self.root / path, mode_size.st_mode)
+        return mode_size.st_size
 
     def exists(self, path: str) -> bool:
         return self._path(path).is_file()

@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._errors import ExistsError, FormatError, LaminaError
+from ._errors import ExistsError, FormatError, StorageError
 from ._manifest import FileEntry, Manifest, TensorEntry
 from ._manifest_codec import MANIFEST_NAME, encode_manifest
 from ._naming import check_relative_path, encode_layer
 from ._parallel import default_workers, run_parallel
 from ._shards import plan_shard
 from ._store import fsync_path as _fsync
+from ._store import open_regular, os_errors_as_storage_errors
 from ._tensors import TensorSource
 
 __all__ = ["SnapshotWriter", "DirectoryWriter", "atomic_file_write", "check_file_destination", "INDEX_NAME", "WEIGHTS_DIR", "OPTIMIZER_DIR", "RESERVED_TOP_LEVEL"]
@@ -83,10 +84,11 @@ def atomic_file_write(dst: str | os.PathLike[str], write: Callable[[Path], None]
     dst = check_file_destination(dst, overwrite=overwrite)
     _make_parent(dst)  # only now, once the content is ready: a failed export leaves no folders
     tmp_dir = dst.parent / f".{dst.name}.lamina-tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp_dir.mkdir()
     try:
-        write(tmp_dir / dst.name)
-        os.replace(tmp_dir / dst.name, dst)
+        with os_errors_as_storage_errors(f"cannot write {dst}"):
+            tmp_dir.mkdir()
+            write(tmp_dir / dst.name)
+            os.replace(tmp_dir / dst.name, dst)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return dst
@@ -176,7 +178,7 @@ class SnapshotWriter:
                 raise FormatError(f"files[{relpath!r}]: {src} is not a readable file")
 
             def read_file() -> Iterator[bytes]:
-                with open(src, "rb") as f:
+                with open_regular(src, f"files[{relpath!r}]: {src}") as f:
                     yield from iter(lambda: f.read(_CHUNK), b"")
             self.files.append(self._put(relpath, read_file, role))
         elif isinstance(data, Mapping):
@@ -215,8 +217,14 @@ class DirectoryWriter(SnapshotWriter):
         _make_parent(self.target)
         self._sweep_stale()
         self._tmp = self.target.parent / f".{self.target.name}.lamina-tmp-{os.getpid()}-{secrets.token_hex(4)}"
-        self._tmp.mkdir()
+        with self._storage_errors():
+            self._tmp.mkdir()
         return self
+
+    def _storage_errors(self) -> Any:
+        """A full disk or a permission error while writing: a StorageError naming the target (the
+        temporary directory is removed on the way out, so nothing is left behind)."""
+        return os_errors_as_storage_errors(f"cannot write the snapshot {self.target}")
 
     def __exit__(self, *exc: object) -> None:
         if self._tmp is not None and self._tmp.exists():
@@ -249,6 +257,10 @@ class DirectoryWriter(SnapshotWriter):
     def _put(self, relpath: str, chunks: Callable[[], Iterable[memoryview | bytes]], role: str) -> FileEntry:
         """Write chunks to relpath, hashing as it goes (both release the GIL, so shards written
         on several threads hash in parallel). Returns the entry; the caller records it."""
+        with self._storage_errors():
+            return self._write_file(relpath, chunks, role)
+
+    def _write_file(self, relpath: str, chunks: Callable[[], Iterable[memoryview | bytes]], role: str) -> FileEntry:
         sha = hashlib.sha256()
         size = 0
         dest = self._dest(relpath)
@@ -269,6 +281,10 @@ class DirectoryWriter(SnapshotWriter):
     def commit(self, manifest: Manifest, data: bytes | None = None) -> bytes:
         """Write the manifest (the commit point) and move the snapshot into place. ``data``: the
         manifest's exact bytes when copying a snapshot (default: encode ``manifest``)."""
+        with self._storage_errors():
+            return self._commit(manifest, data)
+
+    def _commit(self, manifest: Manifest, data: bytes | None) -> bytes:
         assert self._tmp is not None
         if self.durable:  # all at once: the device flushes many files faster than one by one
             run_parallel(_fsync, self._written, 8)
@@ -307,4 +323,4 @@ class DirectoryWriter(SnapshotWriter):
             os.rename(self._tmp, target)
             shutil.rmtree(trash, ignore_errors=True)
         except OSError as exc:
-            raise LaminaError(f"could not move the new snapshot into {target}: {exc}") from exc
+            raise StorageError(f"could not move the new snapshot into {target}: {exc.strerror or exc}") from None
