@@ -5,6 +5,7 @@ test_adversarial.py)."""
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 import textwrap
@@ -143,6 +144,23 @@ def test_http_bytes_past_content_length_are_not_data(serve: Callable[..., Hostil
     time.sleep(0.1)
     assert store.read("f.bin") == b"0123456789"
     assert len(sent) == 2
+
+
+def test_http_content_encoding_is_not_decompressed(serve: Callable[..., HostileServer]) -> None:
+    """A gzip bomb (64 MiB of zeros in 64 KiB, sent with Content-Encoding: gzip though lamina never
+    asks for it) comes back as the bytes sent: nothing inflates past the cap."""
+    bomb = gzip.compress(bytes(64 << 20), compresslevel=9)
+
+    def gzipped(h: Handler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Encoding", "gzip")
+        h.send_header("Content-Length", str(len(bomb)))
+        h.end_headers()
+        h.wfile.write(bomb)
+
+    store = HttpStore(serve(gzipped).url, max_body=1 << 20)
+    assert store.read("f.bin") == bomb
+    assert len(bomb) < 1 << 20
 
 
 # ====================================================================== b. an overall deadline

@@ -76,12 +76,12 @@ class HttpStore(Store):
                  max_body: int = MAX_MANIFEST_BYTES, headers: Mapping[str, str] | None = None) -> None:
         import urllib3
 
-        for name, value, low in (("retries", retries, 0), ("timeout", timeout, 1e-9), ("deadline", deadline, 1e-9),
-                                 ("max_body", max_body, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (
-                    name in ("retries", "max_body") and not isinstance(value, int)):
-                raise FormatError(f"HttpStore {url}: {name} must be a {'non-negative integer' if low == 0 else 'positive number'}, "
-                                  f"not {value!r}")
+        for name, value, integer in (("retries", retries, True), ("max_body", max_body, True),
+                                     ("timeout", timeout, False), ("deadline", deadline, False)):
+            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or value < 0 or (
+                    value == 0 and not integer):
+                kind = "a non-negative integer" if integer else "a positive number"
+                raise FormatError(f"HttpStore {url}: {name} must be {kind}, not {value!r}")
         self.base_url = url.rstrip("/")
         self.location = self.base_url  # what messages show; a wrapper may name it (hf://org/name@rev)
         self.headers = dict(headers or {})
@@ -120,11 +120,15 @@ class HttpStore(Store):
                 return response
             location = response.headers.get("Location")
             self._release(response, method, deadline, discard=True)
-            target = urljoin(url, location or "")
-            if not location or urlsplit(target).scheme not in ("http", "https"):
+            try:
+                target = urljoin(url, location or "")
+            except ValueError:  # e.g. an unclosed IPv6 bracket
+                target = ""
+            origin = _origin(target)
+            if not location or origin is None:
                 raise StorageError(f"{self.location}/{path}: HTTP {response.status} redirect to {location!r}, "
-                                   f"not an http(s) URL")
-            if _origin(target) != _origin(url):
+                                   f"not a valid http(s) URL")
+            if origin != _origin(url):
                 sent = {name: value for name, value in sent.items() if name.lower() == "range"}
             url = target
         raise StorageError(f"{self.location}/{path}: more than {_MAX_REDIRECTS} redirects")
@@ -166,7 +170,8 @@ class HttpStore(Store):
                 raise
             self._release(response, method, deadline, discard=True)
             return result
-        raise StorageError(f"{self.location}/{path}: {method} failed after {self.retries} retries: {failure}")
+        tries = f"{self.retries + 1} attempt{'s' if self.retries else ''}"
+        raise StorageError(f"{self.location}/{path}: {method} failed after {tries}: {failure}")
 
     def _release(self, response: Any, method: str, deadline: _Deadline, *, discard: bool) -> None:
         """Give the connection back to the pool. A body left unread is read when ``discard`` and
@@ -199,7 +204,8 @@ class HttpStore(Store):
         if response.status not in ok:
             raise StorageError(f"{self.location}/{path}: HTTP {response.status} {response.reason or ''}".rstrip())
 
-    def _body(self, response: Any, cap: int, deadline: _Deadline, too_long: Callable[[int | None], LaminaError]) -> bytes:
+    def _body(self, response: Any, cap: int, deadline: _Deadline,
+              too_long: Callable[[int | None], LaminaError]) -> bytes:
         """The whole body, refused (``too_long(declared length or None)``) once it exceeds ``cap``:
         a larger Content-Length before reading, a longer stream (chunked, or a lying length) as soon
         as byte ``cap + 1`` arrives, so at most ``cap + 1`` bytes are ever held."""
@@ -269,9 +275,13 @@ class HttpStore(Store):
 
     def _whole(self, path: str, cap: int, too_long: Callable[[int | None], LaminaError]) -> bytes:
         deadline = self._deadline(path)
+
+        def body(response: Any) -> bytes:
+            self._check_status(response, path, (200,))
+            return self._body(response, cap, deadline, too_long)
+
         try:
-            return self._call("GET", path, {}, deadline, lambda response: (
-                self._check_status(response, path, (200,)), self._body(response, cap, deadline, too_long))[1])
+            return self._call("GET", path, {}, deadline, body)
         finally:
             deadline.unwatch()
 
@@ -460,16 +470,23 @@ def _watched_pool_classes() -> dict[str, type]:
             if deadline is not None and self.sock is not None:
                 deadline.watch(self.sock)
             return base.getresponse(self)
-        return type(f"Watched{base.__name__}", (base,), {"getresponse": getresponse})
+        return type(base.__name__, (base,), {"getresponse": getresponse})  # same name in messages
 
-    return {"http": type("WatchedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": watched(HTTPConnection)}),
-            "https": type("WatchedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": watched(HTTPSConnection)})}
+    return {scheme: type(pool.__name__, (pool,), {"ConnectionCls": watched(connection)})
+            for scheme, pool, connection in (("http", HTTPConnectionPool, HTTPConnection),
+                                             ("https", HTTPSConnectionPool, HTTPSConnection))}
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL; None for any other URL or a malformed one."""
+    try:
+        parts = urlsplit(url)
+        scheme, port = parts.scheme.lower(), parts.port
+    except ValueError:  # a port that is not a number
+        return None
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or (80 if scheme == "http" else 443)
 
 
 def http_store(url: str, storage_options: Mapping[str, Any] | None) -> HttpStore:

@@ -237,11 +237,13 @@ def _redirect_loop(h: Handler) -> None:
     h.end_headers()
 
 
-def _redirect_to_file(h: Handler) -> None:
-    h.send_response(302)
-    h.send_header("Location", "file:///etc/passwd")
-    h.send_header("Content-Length", "0")
-    h.end_headers()
+def _redirect_to(location: str) -> Answer:
+    def answer(h: Handler) -> None:
+        h.send_response(302)
+        h.send_header("Location", location)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+    return answer
 
 
 def _endless_503(h: Handler) -> None:
@@ -267,8 +269,12 @@ CASES: list[Case] = [
          lamina.StorageError, r"manifest\.msgpack: deadline of 1 s exceeded", deadline=10, cleanup=_stop),
     Case("http_redirect_loop", _server(_redirect_loop), _open_all({}),
          lamina.StorageError, r"manifest\.msgpack: more than 10 redirects", deadline=20, cleanup=_stop),
-    Case("http_redirect_to_file_url", _server(_redirect_to_file), _open_all({}),
-         lamina.StorageError, r"redirect to 'file:///etc/passwd', not an http\(s\) URL", deadline=20, cleanup=_stop),
+    Case("http_redirect_to_file_url", _server(_redirect_to("file:///etc/passwd")), _open_all({}),
+         lamina.StorageError, r"redirect to 'file:///etc/passwd', not a valid http\(s\) URL", deadline=20,
+         cleanup=_stop),
+    Case("http_redirect_to_bad_port", _server(_redirect_to("http://127.0.0.1:port/x")), _open_all({}),
+         lamina.StorageError, r"redirect to 'http://127.0.0.1:port/x', not a valid http\(s\) URL", deadline=20,
+         cleanup=_stop),
     Case("http_endless_503_page", _server(_endless_503), _open_all({"retries": 2, "deadline": 10.0}),
          lamina.StorageError, r"manifest\.msgpack: HTTP 503", deadline=20, cleanup=_stop),
 ]
