@@ -73,13 +73,17 @@ def _take_weights(src: Path) -> tuple[list[Any], bytes, dict[str, Any], str]:
     model = load_model(src)
     sources, seen = [], {}
     for t, scope in initializers(model):
-        if t.name in seen:
-            raise FormatError(f"{src}: two initializers are named {t.name!r} ({seen[t.name] or 'main graph'}, "
-                              f"{scope.strip(' ()') or 'main graph'}); lamina keys tensors by name")
-        seen[t.name] = scope.strip(" ()")
         array = initializer_array(t, src.parent, f"{src}: initializer {t.name!r}{scope}")
-        sources.append(tensor_source(t.name, array)[0])
         clear_data(t)
+        if t.name in seen:  # sibling subgraphs may reuse a name; one tensor can fill both only if equal
+            first, first_scope = seen[t.name]
+            if first.dtype == array.dtype and first.shape == array.shape and first.tobytes() == array.tobytes():
+                continue
+            raise FormatError(f"{src}: two initializers are named {t.name!r} with different values "
+                              f"({first_scope.strip(' ()') or 'main graph'}; {scope.strip(' ()') or 'main graph'}); "
+                              "lamina keys tensors by name")
+        seen[t.name] = (array, scope)
+        sources.append(tensor_source(t.name, array)[0])
     meta = {"ir_version": model.ir_version, "producer_name": model.producer_name,
             "producer_version": model.producer_version,
             "opset_import": [{"domain": o.domain, "version": o.version} for o in model.opset_import]}

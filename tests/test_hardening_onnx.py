@@ -177,6 +177,28 @@ def test_snapshot_from_before_subgraph_weights_were_extracted_still_exports(tmp_
     assert_same_initializers(tmp_path / "back.onnx", src)
 
 
+def test_equal_initializers_of_one_name_in_sibling_branches_are_stored_once(tmp_path: Path) -> None:
+    """Valid ONNX: each branch of an If sees only its own initializers, so both may use one name.
+    With equal values one tensor fills both; different values are refused (adversarial corpus)."""
+    model = nested_if_model(depth=1, size=8)
+    branches = {a.name: a.g for a in model.graph.node[0].attribute}
+    shared = branches["else_branch"].initializer[0]
+    shared.CopyFrom(branches["then_branch"].initializer[0])
+    branches["else_branch"].node[0].input[1] = shared.name
+    onnx.checker.check_model(model, full_check=True)
+    src = tmp_path / "m.onnx"
+    onnx.save_model(model, str(src))
+    art = onnx_converter.to_lamina(src, tmp_path / "snap")
+    assert sorted(art.keys()) == ["r.cond", "r.w", "rt.w"]
+    onnx_converter.from_lamina(art, tmp_path / "back.onnx")
+    x = np.arange(8, dtype=np.float32)
+    assert ort_run(tmp_path / "back.onnx", {"x": x})[0].tobytes() == ort_run(src, {"x": x})[0].tobytes()
+    back = onnx.load_model(str(tmp_path / "back.onnx"))
+    filled = {a.name: numpy_helper.to_array(a.g.initializer[0]) for a in back.graph.node[0].attribute}
+    want = numpy_helper.to_array(branches["then_branch"].initializer[0])
+    assert filled["then_branch"].tobytes() == filled["else_branch"].tobytes() == want.tobytes()
+
+
 # ------------------------------------------------------------------------------ kept graph
 @pytest.mark.parametrize("graph", ["random", "truncated", "empty"])
 def test_snapshot_whose_kept_graph_is_not_onnx_is_a_format_error_naming_it(tmp_path: Path, graph: str) -> None:

@@ -136,9 +136,12 @@ def _sparse(nested: bool) -> bytes:
 
 
 def _duplicate_in_branches() -> bytes:
-    """Both branches hold an initializer named fc.weight (lamina keys tensors by name)."""
+    """Both branches hold an initializer named fc.weight, with different values: valid ONNX (each
+    branch sees its own), but lamina keys tensors by name (equal values are stored once)."""
     model = _model(numpy_helper.from_array(WEIGHT, "fc.weight"), nested=True)
-    _branch(model, "else_branch").initializer[0].name = "fc.weight"
+    branch = _branch(model, "else_branch")
+    branch.initializer[0].CopyFrom(numpy_helper.from_array(WEIGHT * 2, "fc.weight"))
+    branch.node[0].input[1] = "fc.weight"
     return model.SerializeToString()
 
 
@@ -217,7 +220,8 @@ CASES: list[Case] = [
     Case("onnx_subgraph_sparse_initializer", _model_file(lambda: _sparse(True)), _convert, lamina.FormatError,
          r"m\.onnx.*sparse initializers.*subgraph 'then'"),
     Case("onnx_subgraph_duplicate_name", _model_file(_duplicate_in_branches), _convert, lamina.FormatError,
-         r"m\.onnx: two initializers are named 'fc\.weight'"),
+         r"m\.onnx: two initializers are named 'fc\.weight' with different values "
+         r"\(in subgraph 'else'; in subgraph 'then'\)"),
     Case("onnx_model_nested_too_deep", _model_file(_too_deep), _convert, lamina.FormatError,
          r"m\.onnx: not an ONNX model \(protobuf decoding failed"),
     # a snapshot's kept graph that is not an ONNX model: refused on export, naming the file
