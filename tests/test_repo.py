@@ -36,7 +36,7 @@ N_LAYERS = 24
 SIDE = 128  # a 128 x 128 float32 layer: 64 KiB
 HEX64 = re.compile(r"[0-9a-f]{64}")
 LAYOUT_PATH = re.compile(r"lamina-repo\.json|blobs/sha256/([0-9a-f]{2})/([0-9a-f]{64})|revisions/[0-9a-f]{64}"
-                         r"|refs/(heads|tags)/[A-Za-z0-9._/-]+|locks/(push-[0-9a-f]+|gc)")
+                         r"|refs/(heads|tags)/[A-Za-z0-9._/-]+|locks/((push|wait)-[0-9a-f]+|gc)")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -745,9 +745,11 @@ def marker_body(pid: int, started: float) -> bytes:
 
 
 def test_gc_waits_for_live_pushes_only(small: History) -> None:
-    """A live push marker makes gc a ConflictError (nothing deleted), however old it is while its process
-    lives; a dead pid, or another host's marker not refreshed within the TTL, does not."""
+    """gc waits for a live push marker and, past ``push_drain_wait``, is a ConflictError (nothing
+    deleted), however old the marker is while its process lives; a dead pid, or another host's marker
+    not refreshed within the TTL, does not count."""
     repo = small.repo
+    repo.push_drain_wait = 0.5
     dropped = repo.save(with_layer(small.v1, 0, 404), "tmp", message="to drop")
     repo.delete_branch("tmp")
     doomed = snapshot_blobs(repo, dropped.revision) - reachable(repo)[1]
@@ -769,6 +771,58 @@ def test_gc_waits_for_live_pushes_only(small: History) -> None:
     result = repo.gc()
     assert (result.deleted_blobs, result.deleted_revisions) == (len(doomed), 1)
     assert doomed.isdisjoint(blob_sizes(repo))
+    assert repo.store.list("locks/") == []
+
+
+PUSHER = r"""
+import sys, numpy as np, lamina
+repo = lamina.Repo(sys.argv[1])
+k, seconds = sys.argv[2], float(sys.argv[3])
+import time
+end, seed = time.monotonic() + seconds, 0
+while time.monotonic() < end:
+    seed += 1
+    rng = np.random.default_rng(int(k) * 100000 + seed)
+    tensors = {f"layer{i}.weight": rng.standard_normal((16, 16), dtype=np.float32) for i in range(4)}
+    repo.save(tensors, f"p{k}", message=f"push {seed}")
+    if seed % 2:  # leave garbage behind for the collector: a branch that is pushed, then dropped
+        repo.save({"junk.weight": rng.standard_normal((16, 16), dtype=np.float32)}, f"junk{k}")
+        repo.delete_branch(f"junk{k}")
+    print("PUSHED", seed, flush=True)
+"""
+
+
+def test_gc_finishes_under_continuous_pushes(local_repo: Where) -> None:
+    """Two processes push without pause while gc runs again and again: every gc completes (new pushes
+    wait for it, running ones are waited for), pushes keep landing, and nothing reachable is lost."""
+    repo = local_repo.repo()
+    repo.save(model_tensors(1, 4, 16), message="first")
+    seconds = 8.0
+    pushers = [subprocess.Popen([sys.executable, "-c", PUSHER, local_repo.url, str(k), str(seconds)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in (1, 2)]
+    durations, deleted = [], 0
+    try:
+        time.sleep(1.5)  # both pushers running
+        while any(p.poll() is None for p in pushers):
+            started = time.monotonic()
+            deleted += repo.gc().deleted_blobs  # never a ConflictError: nothing else collects
+            durations.append(time.monotonic() - started)
+    finally:
+        outputs = [p.communicate(timeout=120) for p in pushers]
+    for proc, (out, err) in zip(pushers, outputs):
+        assert proc.returncode == 0, err
+    pushed = [[int(line.split()[1]) for line in out.splitlines() if line.startswith("PUSHED")] for out, _ in outputs]
+    assert all(len(p) >= 3 for p in pushed), pushed
+    assert len(durations) >= 3 and max(durations) < 15, durations
+    assert deleted > 0  # it really collected the dropped branches' blobs while pushes went on
+    deleted += repo.gc().deleted_blobs
+    report = repo.fsck(full=True)
+    assert report.ok and report.unreachable_blobs == 0, report.problems
+    for k, seeds in zip((1, 2), pushed):  # each branch holds its last push, bit for bit, with its whole history
+        rng = np.random.default_rng(k * 100000 + seeds[-1])
+        want = {f"layer{i}.weight": rng.standard_normal((16, 16), dtype=np.float32) for i in range(4)}
+        assert_tensors_equal(repo.open(f"p{k}").state_dict(framework="np"), want)
+        assert len(repo.log(f"p{k}")) == len(seeds)  # every push of the branch, in its history
     assert repo.store.list("locks/") == []
 
 

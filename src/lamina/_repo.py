@@ -15,7 +15,7 @@ from typing import Any
 from ._artifact import Artifact
 from ._errors import ConflictError, ExistsError, FormatError, IntegrityError, LaminaError, NotFoundError
 from ._manifest import FileEntry, Manifest
-from ._manifest_codec import MANIFEST_NAME, decode_manifest
+from ._manifest_codec import MANIFEST_NAME, MAX_MANIFEST_BYTES, decode_manifest
 from ._parallel import run_parallel
 from ._repo_layout import (
     REPO_MARKER,
@@ -160,6 +160,8 @@ class Repo:
 
     #: seconds a push waits for a running garbage collection before a ConflictError
     gc_wait: float = TTL + HEARTBEAT
+    #: seconds a garbage collection waits for pushes already running before a ConflictError
+    push_drain_wait: float = TTL + HEARTBEAT
 
     def __repr__(self) -> str:
         return f"<lamina.Repo {self.location!r}>"
@@ -288,7 +290,7 @@ class Repo:
     def _manifest_bytes(self, snapshot: str) -> bytes:
         path = blob_path(snapshot)
         try:
-            data = self.store.read(path)
+            data = self.store.read_limited(path, MAX_MANIFEST_BYTES)
         except NotFoundError:
             raise NotFoundError(f"{self.location}: snapshot {snapshot[:12]} is missing its manifest blob "
                                 f"(run `lamina fsck`)") from None
@@ -480,16 +482,31 @@ class Repo:
     # ------------------------------------------------------------------ markers
     @contextmanager
     def _push_marker(self) -> Iterator[None]:
-        """Register a push; wait up to ``gc_wait`` seconds for a running gc to end (a killed one's
-        marker expires within a minute), then refuse with ConflictError."""
-        marker = Marker(self.store, f"locks/push-{secrets.token_hex(8)}")
-        marker.acquire()
+        """Register a push for its whole duration (repository.md §6). A push that finds a
+        collection running steps back (removes its marker, so the collection is not kept waiting
+        for it) and leaves a ``locks/wait-`` marker, which makes the next collection let it go
+        first; it waits up to ``gc_wait`` seconds (a killed collection's marker expires within a
+        minute), then is a ConflictError."""
+        deadline = time.monotonic() + self.gc_wait
+        waiting: Marker | None = None
         try:
-            deadline = time.monotonic() + self.gc_wait
-            while marker_live(self.store, _GC_LOCK):
-                if time.monotonic() >= deadline:
-                    raise ConflictError(f"{self.location}: garbage collection is running; push again when it ends")
-                time.sleep(0.5)
+            while True:
+                marker = Marker(self.store, f"locks/push-{secrets.token_hex(8)}")
+                marker.acquire()
+                if not marker_live(self.store, _GC_LOCK):
+                    break
+                marker.release()
+                if waiting is None:
+                    waiting = Marker(self.store, f"locks/wait-{secrets.token_hex(8)}")
+                    waiting.acquire()
+                while marker_live(self.store, _GC_LOCK):
+                    if time.monotonic() >= deadline:
+                        raise ConflictError(f"{self.location}: garbage collection is running; push again when it ends")
+                    time.sleep(0.1)
+        finally:
+            if waiting is not None:
+                waiting.release()
+        try:
             yield
         finally:
             marker.release()
@@ -529,17 +546,29 @@ class Repo:
             blobs.update(f.sha256 for f in manifest.files)
         return revisions, blobs, problems
 
+    def _wait_for(self, prefix: str, deadline: float, what: str) -> None:
+        """Wait until no live marker under ``prefix`` remains; ConflictError past ``deadline``."""
+        while live := [p for p in self.store.list(prefix) if marker_live(self.store, p)]:
+            if time.monotonic() >= deadline:
+                raise ConflictError(f"{self.location}: {len(live)} {what} after {self.push_drain_wait:g} s; "
+                                    f"run gc when they end")
+            time.sleep(0.1)
+
     def gc(self, *, dry_run: bool = False) -> GcResult:
         """Delete every blob and revision no ref can reach (history of a ref counts as reachable),
-        and nothing else. Refuses (ConflictError) while a push runs."""
+        and nothing else. Pushes already running are waited for (up to ``push_drain_wait``
+        seconds); pushes that start meanwhile wait for the collection to end."""
         self._require()
+        # Fair both ways: pushes that waited for the previous collection go first; then, holding
+        # the marker (new pushes step back), the pushes already running are waited for. Only
+        # those few are ever waited for, so a busy repository cannot starve the collection.
+        deadline = time.monotonic() + self.push_drain_wait
+        self._wait_for("locks/wait-", deadline, "push(es) waiting for an earlier collection")
         lock = Marker(self.store, _GC_LOCK)
         if not lock.acquire(exclusive=True):
             raise ConflictError(f"{self.location}: another garbage collection is running")
         try:
-            pushes = [p for p in self.store.list("locks/push-") if marker_live(self.store, p)]
-            if pushes:
-                raise ConflictError(f"{self.location}: {len(pushes)} push(es) in progress; run gc when they end")
+            self._wait_for("locks/push-", deadline, "push(es) still in progress")
             revisions, blobs, problems = self._reachable()
             if problems:
                 detail = "; ".join(f"{p}: {why}" for p, why in problems[:5])
@@ -550,9 +579,9 @@ class Repo:
             freed = sum(self.store.size(p) for p in doomed_blobs)
             if not dry_run:
                 run_parallel(self.store.delete, doomed_blobs + doomed_revisions, self.max_concurrency)
-                for stale_push in self.store.list("locks/push-"):
-                    if not marker_live(self.store, stale_push):
-                        self.store.delete(stale_push)
+                for stale in self.store.list("locks/push-") + self.store.list("locks/wait-"):
+                    if not marker_live(self.store, stale):
+                        self.store.delete(stale)
                 self.store.sweep_temporaries()
             return GcResult(len(doomed_blobs), freed, len(doomed_revisions), len(blobs), dry_run)
         finally:
