@@ -191,7 +191,12 @@ def from_lamina(
         check_file_destination(data_path, overwrite=overwrite)  # also when chosen for size
         atomic_file_write(data_path, write_data, overwrite=overwrite)
         result.data_file = data_path
-    atomic_file_write(dst_path, lambda path: path.write_bytes(model.SerializeToString()), overwrite=overwrite)
+    try:
+        atomic_file_write(dst_path, lambda path: path.write_bytes(model.SerializeToString()), overwrite=overwrite)
+    except BaseException:  # a data file without its model is half an output
+        if result.data_file is not None:
+            data_path.unlink(missing_ok=True)
+        raise
     if report is not None:
         report(result.summary())
     return result

@@ -286,3 +286,39 @@ def test_torch_export_round_trip_runs_in_onnxruntime(tmp_path: Path, exported: t
     assert got.tobytes() == ort_run(src, feeds)[0].tobytes()  # same graph, same weights: same bits
     assert_same_initializers(out, src)
     assert leftovers(tmp_path) == []
+
+
+_EXPORT_WITH_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+import lamina
+from lamina.converters import onnx as onnx_converter
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
+try:
+    onnx_converter.from_lamina(sys.argv[1], sys.argv[2], external_data=True)
+except lamina.StorageError as exc:
+    print("StorageError:", exc)
+"""
+
+
+def test_a_failed_model_write_leaves_no_data_file_behind(tmp_path: Path) -> None:
+    """The data file is written first; if the model then cannot be written (here: a real EFBIG
+    from a file size limit the data file fits under), the data file is removed too."""
+    rng = np.random.default_rng(5)
+    big = numpy_helper.from_array(rng.standard_normal(1024).astype(np.float32), "big.w")  # 4 kB: external
+    small = [numpy_helper.from_array(rng.standard_normal(200).astype(np.float32), f"s{i}.w") for i in range(100)]
+    nodes = [helper.make_node("Add", ["x", "big.w"], ["y0"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1024])],
+                              [helper.make_tensor_value_info("y0", TensorProto.FLOAT, [1024])], [big, *small])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.save_model(model, str(tmp_path / "m.onnx"))  # 80 kB of small tensors stay inline on export
+    onnx_converter.to_lamina(tmp_path / "m.onnx", tmp_path / "snap")
+    out = tmp_path / "out"
+    out.mkdir()
+    res = subprocess.run([sys.executable, "-c", _EXPORT_WITH_FILE_SIZE_LIMIT, str(tmp_path / "snap"),
+                          str(out / "m.onnx"), str(40_000)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.startswith("StorageError: cannot write"), (res.stdout, res.stderr)
+    assert "m.onnx" in res.stdout
+    assert list(out.iterdir()) == []
+
