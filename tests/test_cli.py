@@ -36,7 +36,7 @@ def test_inspect_json_is_machine_readable(snapshot: Path, tied_model) -> None:
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
     assert {"format_version", "info", "training", "layers", "total_bytes", "optimizer", "files"} <= set(data)
-    assert data["format_version"] == "1.0" and data["info"]["name"] == "tied"
+    assert data["format_version"] == "{}.{}".format(*lamina.FORMAT_VERSION) and data["info"]["name"] == "tied"
     layers = {row["name"]: row for row in data["layers"]}
     assert layers["proj"]["parameters"] == tied_model.proj.weight.numel() + tied_model.proj.bias.numel()
     assert layers["proj"]["dtypes"] == ["F32"]

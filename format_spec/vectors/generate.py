@@ -141,6 +141,10 @@ def invalid(valid_snapshots: dict[str, Path]) -> None:
          edit_wire(lambda w: w.update(required=["quantization-v9"])))
     case("unsafe_path", "unsafe_path", "open",
          edit_wire(lambda w: w["files"][0].update(path="../evil.safetensors")))
+    case("path_too_long", "unsafe_path", "open",
+         edit_wire(lambda w: w["files"][-1].update(path="/".join(["d" * 200] * 6))))
+    case("path_component_too_long", "unsafe_path", "open",
+         edit_wire(lambda w: w["files"][-1].update(path="x" * 256)))
     case("absolute_path", "unsafe_path", "open",
          edit_wire(lambda w: w["tensors"][0].update(file="/etc/passwd")))
     case("range_outside_file", "format", "open",

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "lamina"
-FORMAT_VERSION = (1, 0)
+FORMAT_VERSION = (1, 1)
 FILE_ROLES = ("weights", "optimizer", "index", "extra")
 
 
