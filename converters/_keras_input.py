@@ -97,11 +97,14 @@ def check_h5(root: Any, where: str) -> None:
 
 class H5Data:
     """Reads datasets of one HDF5 file of ``file_size`` bytes, each only once its declared size is
-    backed by data in the file; the storage of all datasets read must fit in the file."""
+    backed by data in the file; the storage of all datasets read must fit in the file, and what
+    compressed chunks expand to in ``MAX_RATIO`` times the file (a budget for the whole file, so a
+    legitimately compressed all-zero tensor passes)."""
 
     def __init__(self, file_size: int, where: str) -> None:
         self.file_size, self.where = file_size, where
         self.charged = 0  # storage bytes of the datasets read so far
+        self.expanded = 0  # bytes they decompress to
 
     def array(self, ds: Any) -> Any:
         """The dataset as numpy (bfloat16 from Keras's opaque ``|V2``), after the size checks."""
@@ -130,6 +133,7 @@ class H5Data:
         what = f"{self.where}: dataset {ds.name} declares {declared} bytes (shape {ds.shape}, {ds.dtype})"
         plist = ds.id.get_create_plist()
         layout = plist.get_layout()
+        expanded = declared  # bytes reading allocates
         if layout == h5py.h5d.CHUNKED:
             # Every chunk the shape covers must be in the file (a missing one is a never-written
             # region h5py would fill in), and what the chunks decompress to is bounded by their bytes.
@@ -139,10 +143,9 @@ class H5Data:
                 raise FormatError(f"{what} in {needed} chunks, but only {present} chunk(s) ({stored} bytes) are "
                                   "stored: data never written, or a tampered shape")
             expanded = present * math.prod(ds.chunks) * ds.dtype.itemsize
-            limit = stored * (MAX_RATIO if plist.get_nfilters() else 1)
-            if expanded > limit:
-                raise FormatError(f"{what}; its {present} chunk(s) expand to {expanded} bytes from {stored} stored "
-                                  f"bytes, over the {limit} bytes they can hold")
+            if expanded > stored and not plist.get_nfilters():
+                raise FormatError(f"{what}; its {present} uncompressed chunk(s) of {expanded} bytes are stored "
+                                  f"in {stored} bytes")
         elif layout == h5py.h5d.CONTIGUOUS:
             offset = ds.id.get_offset()
             if declared and (offset is None or stored < declared):
@@ -154,6 +157,11 @@ class H5Data:
         elif layout != h5py.h5d.COMPACT:  # virtual datasets are refused by check_h5
             raise FormatError(f"{what} with HDF5 storage layout {layout}, which lamina does not read")
         self.charged += stored
+        self.expanded += expanded
+        if self.expanded > MAX_RATIO * self.file_size:  # only compressed chunks get here
+            raise FormatError(f"{what}; its chunk(s) expand to {expanded} bytes from {stored} stored bytes, making "
+                              f"{self.expanded} bytes read from the file, over {MAX_RATIO}x its {self.file_size} "
+                              "bytes: refusing a possible compression bomb")
         if self.charged > self.file_size:
             raise FormatError(f"{what}; with it, the datasets read hold {self.charged} bytes, more than the "
                               f"{self.file_size}-byte file: datasets that share storage or are read twice")
