@@ -5,7 +5,8 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from lamina._errors import FormatError, NotFoundError
+from lamina._errors import FormatError
+from lamina._store import open_regular
 
 __all__ = ["FORMATS", "detect_source", "destination_format"]
 
@@ -42,9 +43,7 @@ def detect_source(path: str | Path) -> str:
         if (p / "pytorch_model.bin.index.json").is_file() or (p / "pytorch_model.bin").is_file():
             return "torch"
         raise FormatError(f"{p}: a directory that is neither a lamina snapshot nor a Hugging Face torch checkpoint")
-    if not p.is_file():
-        raise NotFoundError(f"{p}: no such file or directory")
-    with open(p, "rb") as f:
+    with open_regular(p) as f:  # a FIFO, device or socket is refused here, without blocking
         head = f.read(64)
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         found = _zip_format(p)

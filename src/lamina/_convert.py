@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ExistsError, FormatError
+from ._store import open_regular
 
 __all__ = ["convert"]
 
@@ -68,6 +69,8 @@ def convert(
 
     if from_format is not None and from_format not in FORMATS:
         raise FormatError(f"unknown format {from_format!r}; choose one of {', '.join(FORMATS)}")
+    if from_format is not None and not Path(src).is_dir():
+        open_regular(src).close()  # converters open it themselves: refuse a FIFO or device before they block
     source = from_format or detect_source(src)
     target = destination_format(dst, to_format)
     if source == target == "lamina":

@@ -156,6 +156,10 @@ CASES: list[Case] = [
                    os.truncate(p, 2 << 30)),
          lamina.open, lamina.FormatError, r"manifest\.msgpack: 2147483648 bytes, more than the 1073741824-byte limit",
          deadline=5),
+    *[Case(f"convert_{kind}_input{'_' + fmt if fmt else ''}", lambda tmp, make=make: (make(tmp / "model.pt"), tmp / "model.pt")[1],
+           lambda p, fmt=fmt: lamina.convert(p, p.parent / "out", from_format=fmt), lamina.FormatError,
+           rf"model\.pt: is {what}, not a regular file", deadline=10, cleanup=_close_sockets)
+      for kind, make, what in SPECIAL_FILES for fmt in (None, "torch", "onnx", "keras")],
     Case("snap_ref_with_trailing_newline", lambda tmp: _repo_with_main(tmp) + "@main\n", lamina.open,
          lamina.NotFoundError, r"no such snapshot directory"),
     Case("snap_hub_ref_with_trailing_newline", lambda tmp: "hf://org/name@main\n", lamina.open,
