@@ -40,6 +40,8 @@ def read_archive(path: Path) -> dict[str, bytes]:
         for info in infos:
             if info.filename.startswith("/") or ".." in info.filename.split("/"):
                 raise FormatError(f"{path}: unsafe entry name {info.filename!r}")
+            if info.flag_bits & 0x1:
+                raise FormatError(f"{path}: entry {info.filename!r} is encrypted; Keras archives never are")
             if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
                 raise FormatError(f"{path}: entry {info.filename!r} uses zip compression method "
                                   f"{info.compress_type}; lamina reads stored or deflated entries only")

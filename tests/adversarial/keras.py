@@ -160,16 +160,17 @@ def _dims_and_layout(shape: tuple[int, int], new_shape: tuple[int, int], size: i
     return patch
 
 
-def _zip_field(data: bytearray, name: str, central: int, local: int | None, value: int) -> None:
-    """Set a u32 field of ``name``'s central directory record (and local header) to ``value``."""
+def _zip_field(data: bytearray, name: str, central: int, local: int | None, value: int, fmt: str = "<I") -> None:
+    """Set a field (u32 unless ``fmt`` says) of ``name``'s central directory record (and local
+    header) to ``value``."""
     pos = data.find(b"PK\x01\x02")
     while pos != -1:
         length, = struct.unpack_from("<H", data, pos + 28)
         if data[pos + 46:pos + 46 + length] == name.encode():
-            struct.pack_into("<I", data, pos + central, value)
+            struct.pack_into(fmt, data, pos + central, value)
             if local is not None:
                 header, = struct.unpack_from("<I", data, pos + 42)
-                struct.pack_into("<I", data, header + local, value)
+                struct.pack_into(fmt, data, header + local, value)
             return
         pos = data.find(b"PK\x01\x02", pos + 4)
     raise AssertionError(f"{name} not in the central directory")
@@ -291,6 +292,8 @@ CASES: list[Case] = [
           r"entry 'model\.weights\.h5' claims 2147483648 compressed bytes, more than the archive"),
     _case("keras_zip_entry_longer_than_declared", longer_than_declared("longer.keras", 64 << 20),
           r"entry 'model\.weights\.h5' is corrupt \(Bad CRC-32"),  # zipfile stops at the declared size
+    _case("keras_zip_encrypted_entry", zip_patched("encrypted.keras", lambda data: _zip_field(data, WEIGHTS, 8, 6, 1, "<H")),
+          r"entry 'model\.weights\.h5' is encrypted"),  # zipfile's own error was a raw RuntimeError
     _case("keras_zip_bzip2_bomb", bzip2_bomb("bzip2.keras", 16 << 20),
           r"entry 'model\.weights\.h5' uses zip compression method 12; lamina reads stored or deflated entries only"),
     _case("keras_zip_many_small_entries", many_small_entries("many.keras", 50),
