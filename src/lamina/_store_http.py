@@ -16,7 +16,9 @@ hostile server ends in a :class:`StorageError` naming the URL, never a hang or u
 from __future__ import annotations
 
 import functools
+import heapq
 import io
+import itertools
 import re
 import socket
 import threading
@@ -38,11 +40,10 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
 _REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 _MAX_REDIRECTS = 10
-#: body bytes asked of the socket per read: the most a read can hold beyond its cap
-_READ_CHUNK = 1 << 20
 #: an unwanted body (error page, redirect) up to this size is read to keep the connection; a longer one closes it
 _DISCARD_LIMIT = 64 << 10
-#: each span of body received adds ``deadline`` seconds to a call's clock: large bodies on slow links finish
+#: body bytes asked of the socket per read; each span received adds ``deadline`` seconds to a call's
+#: clock, so large bodies on slow links finish
 _DEADLINE_SPAN = 16 << 20
 
 #: the deadline of the call running on this thread, for the connection hook that watches its socket
@@ -212,14 +213,21 @@ class HttpStore(Store):
         length = response.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > cap:
             raise too_long(int(length))
-        body = io.BytesIO()  # grows in place; getvalue() hands over its buffer without a copy
-        while chunk := response.read(min(_READ_CHUNK, cap + 1 - body.tell()), decode_content=False):
-            body.write(chunk)
-            if body.tell() > cap:
+        data, body, got = b"", None, 0
+        while chunk := response.read(min(_DEADLINE_SPAN, cap + 1 - got), decode_content=False):
+            got += len(chunk)
+            if got > cap:
                 raise too_long(None)
+            if body is None and not data:
+                data = chunk  # usually the whole body: returned as is, no copy
+            else:
+                if body is None:  # grows in place; getvalue() hands its buffer over without a copy
+                    body = io.BytesIO(data)
+                    body.seek(0, io.SEEK_END)
+                body.write(chunk)
             deadline.received(len(chunk))
         deadline.check()  # a socket shut by the deadline can look like the end of a body without a length
-        return body.getvalue()
+        return data if body is None else body.getvalue()
 
     def _exceeds(self, path: str, cap: int, what: str) -> Callable[[int | None], StorageError]:
         def error(declared: int | None) -> StorageError:
@@ -378,8 +386,8 @@ class HttpStore(Store):
 
 class _Deadline:
     """The clock of one store call: ``seconds``, plus as many again per ``_DEADLINE_SPAN`` bytes of
-    body received. A timer shuts the call's socket down when it runs out, so a blocked read (of
-    headers or body, however slowly the server trickles) returns at once."""
+    body received. When it runs out the watchdog shuts the call's socket down, so a blocked read
+    (of headers or body, however slowly the server trickles) returns at once."""
 
     def __init__(self, seconds: float, where: str) -> None:
         self.seconds = seconds
@@ -388,7 +396,7 @@ class _Deadline:
         self._received = 0
         self._lock = threading.Lock()
         self._sock: Any = None
-        self._timer: threading.Timer | None = None
+        self._scheduled = -1.0  # the expiry the watchdog holds for this call
         self._paused_left: float | None = None
         self._fired = False
 
@@ -396,12 +404,11 @@ class _Deadline:
         """Shut ``sock`` down when the time is up (called as each request starts reading its answer)."""
         with self._lock:
             self._sock = sock
-            self._arm()
+            self._schedule()
 
     def unwatch(self) -> None:
         with self._lock:
             self._sock = None
-            self._disarm()
 
     def left(self) -> float:
         return max(0.0, self._expires - time.monotonic())
@@ -416,38 +423,28 @@ class _Deadline:
         if spans:
             with self._lock:
                 self._expires += spans * self.seconds
-                self._arm()
+                self._schedule()
         self.check()
 
     def pause(self) -> None:
         with self._lock:
             self._paused_left = self.left()
-            self._disarm()
 
     def resume(self) -> None:
         with self._lock:
             self._expires = time.monotonic() + (self._paused_left or 0.0)
             self._paused_left = None
-            self._arm()
+            self._schedule()
 
-    def _arm(self) -> None:  # lock held
-        self._disarm()
-        if self._sock is not None and self._paused_left is None:
-            self._timer = threading.Timer(self.left(), self._fire)
-            self._timer.daemon = True
-            self._timer.start()
+    def _schedule(self) -> None:  # lock held
+        if self._sock is not None and self._scheduled != self._expires:
+            self._scheduled = self._expires
+            _WATCHDOG.schedule(self._expires, self)
 
-    def _disarm(self) -> None:  # lock held
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _fire(self) -> None:
+    def expire(self) -> None:
+        """The watchdog's call at a time this deadline was scheduled for (maybe since extended)."""
         with self._lock:
-            if self._sock is None or self._paused_left is not None:
-                return
-            if time.monotonic() < self._expires:  # extended meanwhile, or woken early: wait again
-                self._arm()
+            if self._sock is None or self._paused_left is not None or time.monotonic() < self._expires:
                 return
             self._fired = True
             sock = self._sock
@@ -455,6 +452,40 @@ class _Deadline:
             (socket.socket.shutdown if isinstance(sock, socket.socket) else type(sock).shutdown)(sock, socket.SHUT_RDWR)
         except (OSError, AttributeError):
             pass
+
+
+class _Watchdog:
+    """One daemon thread for every call's deadline (a timer thread per request would cost more
+    than a small request): a heap of (time, deadline), each expired when its time comes."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._order = itertools.count()  # ties never compare deadlines
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, at: float, deadline: _Deadline) -> None:
+        with self._wake:
+            if len(self._heap) > 4096:  # mostly calls long finished: keep those still watching a socket
+                self._heap = [entry for entry in self._heap if entry[2]._sock is not None]
+                heapq.heapify(self._heap)
+            heapq.heappush(self._heap, (at, next(self._order), deadline))
+            if self._thread is None or not self._thread.is_alive():  # first use, or a forked child
+                self._thread = threading.Thread(target=self._run, name="lamina-http-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is deadline:  # the thread sleeps until a later time: wake it
+                self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._wake.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                deadline = heapq.heappop(self._heap)[2]
+            deadline.expire()
+
+
+_WATCHDOG = _Watchdog()
 
 
 @functools.cache
