@@ -241,7 +241,8 @@ def test_http_deadline_and_body_cap_are_storage_options(serve: Callable[..., Hos
     store = opened._store
     assert isinstance(store, HttpStore) and (store.deadline, store.max_body) == (5.0, 1 << 20)
     _assert_same(opened.state_dict("np"), _expected(root))
-    for bad in ({"deadline": 0}, {"deadline": "60"}, {"max_body": -1}, {"retries": 1.5}, {"timeout": None}):
+    for bad in ({"deadline": 0}, {"deadline": "60"}, {"deadline": float("inf")}, {"max_body": -1}, {"retries": 1.5},
+                {"timeout": None}):
         with pytest.raises(lamina.FormatError, match=next(iter(bad))):
             lamina.open(f"{server.url}/snap", cache=False, storage_options=bad)
     with pytest.raises(lamina.FormatError, match="deadline, headers, max_body, retries, timeout"):

@@ -19,6 +19,7 @@ import functools
 import heapq
 import io
 import itertools
+import math
 import re
 import socket
 import threading
@@ -79,9 +80,9 @@ class HttpStore(Store):
 
         for name, value, integer in (("retries", retries, True), ("max_body", max_body, True),
                                      ("timeout", timeout, False), ("deadline", deadline, False)):
-            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or value < 0 or (
-                    value == 0 and not integer):
-                kind = "a non-negative integer" if integer else "a positive number"
+            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or not (
+                    0 <= value < math.inf) or (value == 0 and not integer):
+                kind = "a non-negative integer" if integer else "a positive finite number"
                 raise FormatError(f"HttpStore {url}: {name} must be {kind}, not {value!r}")
         self.base_url = url.rstrip("/")
         self.location = self.base_url  # what messages show; a wrapper may name it (hf://org/name@rev)
@@ -409,6 +410,7 @@ class _Deadline:
     def unwatch(self) -> None:
         with self._lock:
             self._sock = None
+            self._scheduled = -1.0  # the watchdog may drop this entry now: the next watch schedules anew
 
     def left(self) -> float:
         return max(0.0, self._expires - time.monotonic())
@@ -480,7 +482,7 @@ class _Watchdog:
         while True:
             with self._wake:
                 while not self._heap or self._heap[0][0] > time.monotonic():
-                    self._wake.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                    self._wake.wait(min(self._heap[0][0] - time.monotonic(), 3600.0) if self._heap else None)
                 deadline = heapq.heappop(self._heap)[2]
             deadline.expire()
 
