@@ -12,10 +12,10 @@ Writes a state dict or, with ``checkpoint=True``, a training checkpoint
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import pickle
+import struct
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,12 +26,15 @@ import lamina
 from lamina._api import write_snapshot
 from lamina._errors import FormatError, NotFoundError, StateMismatchError, UnsafeInputError
 from lamina._manifest import plain_value
+from lamina._naming import check_relative_path
 from lamina._training_state import TRAINING_TENSORS, pack_training_extra, unpack_training_extra
 from lamina._tensors import collect_tensors
 from lamina._torch_optim import capture_state_dict, state_dict_ids
 from lamina._writer import atomic_file_write, check_file_destination
 
 from ._memory import PageReleaser
+from ._torch_align import Shape, assign_groups, shape_fits
+from ._torch_optim_class import optimizer_class
 
 __all__ = ["to_lamina", "from_lamina", "TRAINING_TENSORS"]
 
@@ -54,20 +57,70 @@ class _Parsed:
 
 
 # ------------------------------------------------------------------------------------ reading
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # a zip local file header up to the name and extra lengths
+
+
 def _check_zip(path: Path) -> None:
-    """torch stores zip entries uncompressed; anything else is refused (zip bombs included)."""
+    """Refuse zip checkpoints that are compressed (zip bombs), cut short, or ambiguous.
+
+    torch reads entries through the central directory, by exact name, under the first entry's
+    folder, and reads one copy of a name listed twice. So a duplicated name, an entry outside that
+    folder, an unsafe name, a local header naming another entry, or two entries sharing bytes means
+    torch and other zip readers (scanners, ``unzip``) see different checkpoints: refused.
+    """
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            directory_start = zf.start_dir
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, struct.error) as exc:
         raise FormatError(f"{path}: corrupt zip archive ({exc})") from None
-    size = path.stat().st_size
+    if not infos:
+        raise FormatError(f"{path}: an empty zip archive, not a torch checkpoint")
+    first = infos[0].filename
+    if "/" not in first:
+        raise FormatError(f"{path}: zip entry {first!r} is not in a folder; torch checkpoints keep every entry "
+                          "under one folder (<name>/data.pkl, <name>/data/0, ...)")
+    root = first.split("/", 1)[0]
+    seen: set[str] = set()
     for info in infos:
+        name = info.filename
+        check_relative_path(name[:-1] if info.is_dir() else name, f"{path}: zip entry")
+        if name in seen:
+            raise FormatError(f"{path}: zip entry {name!r} appears twice; torch would read one copy and other "
+                              "readers the other, so the checkpoint is ambiguous")
+        seen.add(name)
+        if name.split("/", 1)[0] != root:
+            raise FormatError(f"{path}: zip entry {name!r} is outside the folder {root + '/'!r} that torch reads; "
+                              "entries under several folders make the checkpoint ambiguous")
         if info.compress_type != zipfile.ZIP_STORED:
-            raise FormatError(f"{path}: entry {info.filename!r} is compressed; torch checkpoints store "
+            raise FormatError(f"{path}: entry {name!r} is compressed; torch checkpoints store "
                               "entries uncompressed (refusing a possible zip bomb)")
-        if info.header_offset + info.file_size > size:
-            raise FormatError(f"{path}: entry {info.filename!r} extends past the end of the file (truncated?)")
+    spans = []
+    try:
+        with open(path, "rb") as f:
+            for info in infos:
+                f.seek(info.header_offset)
+                head = f.read(_LOCAL_HEADER.size)
+                if len(head) < _LOCAL_HEADER.size or not head.startswith(b"PK\x03\x04"):
+                    raise FormatError(f"{path}: entry {info.filename!r} has no local header at offset "
+                                      f"{info.header_offset} (corrupt or truncated archive)")
+                name_len, extra_len = _LOCAL_HEADER.unpack(head)[-2:]
+                local = f.read(name_len)
+                central = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+                if local != central:
+                    raise FormatError(f"{path}: entry {info.filename!r} is named {local[:200]!r} in its local "
+                                      "header; readers would disagree on its name, so the checkpoint is ambiguous")
+                end = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
+                if end > directory_start:
+                    raise FormatError(f"{path}: entry {info.filename!r} extends past the end of the file's data "
+                                      "(truncated?)")
+                spans.append((info.header_offset, end, info.filename))
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read the zip archive ({exc})") from None
+    spans.sort()
+    for (_, end, name), (start, _, other) in zip(spans, spans[1:]):
+        if start < end:
+            raise FormatError(f"{path}: zip entries {name!r} and {other!r} overlap; refusing an ambiguous checkpoint")
 
 
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
@@ -108,8 +161,9 @@ def _swaps_bytes(path: Path) -> bool:
 
     try:
         with zipfile.ZipFile(path) as zf:
-            record = next((n for n in zf.namelist() if n.endswith("/byteorder") or n == "byteorder"), None)
-            order = zf.read(record).decode("ascii", "replace").strip() if record else "little"
+            names = zf.namelist()  # for a loaded checkpoint: checked, one folder, no duplicates
+            record = f"{names[0].split('/', 1)[0]}/byteorder" if names else ""
+            order = zf.read(record).decode("ascii", "replace").strip() if record in names else "little"
     except (zipfile.BadZipFile, OSError, KeyError):
         return True  # unknown: assume pages may be dirty
     return order != sys.byteorder
@@ -164,8 +218,6 @@ def _load_hf_sharded(directory: Path, trust_pickle: bool) -> dict[str, Any]:
         shards = sorted(set(weight_map.values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise FormatError(f"{index_path}: not a valid Hugging Face index ({type(exc).__name__}: {exc})") from None
-    from lamina._naming import check_relative_path
-
     model: dict[str, Any] = {}
     for shard in shards:
         check_relative_path(shard, f"{index_path}: weight_map")
@@ -237,61 +289,54 @@ def _interpret(obj: Any, path: Path, optimizer_index: int | None) -> _Parsed:
 
 
 # --------------------------------------------------------------------- optimizer id -> name
-def _names_from_model(opt_sd: Any, model: Mapping[str, Any], aliases: Mapping[str, str], where: str) -> list[str]:
-    """Align optimizer ids with the model's parameter entries by order, checking shapes.
-
-    Parameters are the floating-point entries that are not batch-norm statistics, with tied
-    duplicates removed (as ``named_parameters()`` does), in state-dict order.
-    """
-    ids = state_dict_ids(opt_sd, where)
-    candidates = [name for name, t in model.items()
-                  if name not in aliases and (t.is_floating_point() or t.is_complex())
-                  and name.rsplit(".", 1)[-1] not in _BUFFER_SUFFIXES]
-    if len(candidates) != len(ids):
-        raise StateMismatchError(f"{where}: cannot tell which model tensors the optimizer's {len(ids)} parameters "
-                                 f"are (the model has {len(candidates)} candidate parameters); {_NAMES_HINT}")
-    groups = opt_sd["param_groups"]
-    if len(groups) == 1:
-        return _check_shapes(opt_sd, candidates, model, where)
-    # Several groups: each must be a contiguous run of the model's parameters, in some order. Accept
-    # only if exactly one order of the groups fits every recorded state shape; otherwise guessing
-    # could give one parameter's state (and learning rate) to another.
-    if len(groups) > 6:
-        raise StateMismatchError(f"{where}: {len(groups)} param groups and no recorded names; {_NAMES_HINT}")
-    fits = []
-    for order in itertools.permutations(range(len(groups))):
-        runs: dict[int, list[str]] = {}
-        start = 0
-        for gi in order:
-            runs[gi] = candidates[start : start + len(groups[gi]["params"])]
-            start += len(groups[gi]["params"])
-        names = [n for gi in range(len(groups)) for n in runs[gi]]
-        try:
-            fits.append(_check_shapes(opt_sd, names, model, where))
-        except StateMismatchError:
-            continue
-    if len(fits) != 1:
-        reason = "no order of the groups fits the model" if not fits else f"{len(fits)} orders of the groups fit"
-        raise StateMismatchError(f"{where}: cannot tell which parameters each of the {len(groups)} param groups "
-                                 f"holds ({reason}); {_NAMES_HINT}")
-    return fits[0]
-
-
 _NAMES_HINT = ("pass param_names (CLI: --param-names FILE, a JSON list of names in optimizer id order) "
                "or save param_names with the optimizer (torch >= 2.5 does so when built from named_parameters())")
 
 
-def _check_shapes(opt_sd: Any, names: list[str], model: Mapping[str, Any], where: str) -> list[str]:
-    """Every tensor slot of parameter i must have the shape of the model tensor named names[i]."""
+def _state_shapes(opt_sd: Any, where: str) -> list[list[Shape]]:
+    """For each param group, for each of its parameters, the shapes of its state tensors (0-d
+    tensors such as ``step`` say nothing about the parameter; no state gives no shapes)."""
     import torch
 
-    for position, (pid, name) in enumerate(zip(state_dict_ids(opt_sd, where), names)):
-        state = opt_sd["state"].get(pid, {})
-        values = state.values() if isinstance(state, Mapping) else ()
-        shapes = {tuple(v.shape) for v in values if isinstance(v, torch.Tensor) and v.dim() > 0}
-        if shapes and shapes != {tuple(model[name].shape)}:
+    state_dict_ids(opt_sd, where)  # validates state and param_groups
+    state = {repr(pid): s for pid, s in opt_sd["state"].items()}
+    out = []
+    for group in opt_sd["param_groups"]:
+        shapes = []
+        for pid in group["params"]:
+            slots = state.get(repr(pid))
+            values = slots.values() if isinstance(slots, Mapping) else ()
+            shapes.append(sorted({tuple(v.shape) for v in values if isinstance(v, torch.Tensor) and v.dim() > 0}))
+        out.append(shapes)
+    return out
+
+
+def _names_from_model(opt_sd: Any, model: Mapping[str, Any], aliases: Mapping[str, str], where: str) -> list[str]:
+    """Align optimizer ids with the model's parameter entries, checking shapes (see _torch_align).
+
+    Parameters are the floating-point entries that are not batch-norm statistics, with tied
+    duplicates removed (as ``named_parameters()`` does), in state-dict order.
+    """
+    candidates = [(name, tuple(t.shape)) for name, t in model.items()
+                  if name not in aliases and (t.is_floating_point() or t.is_complex())
+                  and name.rsplit(".", 1)[-1] not in _BUFFER_SUFFIXES]
+    groups = _state_shapes(opt_sd, where)
+    if len(groups) == 1 and len(groups[0]) == len(candidates):
+        # one group over every candidate: the plain case, with a precise message on a mismatch
+        return _check_shapes(opt_sd, [n for n, _ in candidates], model, where)
+    return [n for members in assign_groups(candidates, groups, where, _NAMES_HINT) for n in members]
+
+
+def _check_shapes(opt_sd: Any, names: list[str], model: Mapping[str, Any], where: str) -> list[str]:
+    """Every tensor slot of parameter i must fit the model tensor named names[i]."""
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise StateMismatchError(f"{where}: param_names name {twice[:5]} more than once; {_NAMES_HINT}")
+    shapes = [s for group in _state_shapes(opt_sd, where) for s in group]
+    for position, (pid, name, slots) in enumerate(zip(state_dict_ids(opt_sd, where), names, shapes)):
+        if not shape_fits(tuple(model[name].shape), slots):
             raise StateMismatchError(f"{where}: parameter #{position} (id {pid!r}) has state of shape "
-                                     f"{sorted(shapes)} but its name {name!r} is a model tensor of shape "
+                                     f"{[list(s) for s in slots]} but its name {name!r} is a model tensor of shape "
                                      f"{list(model[name].shape)}; {_NAMES_HINT}")
     return names
 
@@ -308,29 +353,21 @@ def _param_names(opt_sd: Any, model: Mapping[str, Any], aliases: Mapping[str, st
         if isinstance(explicit, Mapping):
             by_id = {str(k): v for k, v in explicit.items()}
             names = [by_id.get(str(pid)) for pid in ids]
-        else:
+        elif isinstance(explicit, (list, tuple)):
             names = list(explicit)
+        else:
+            raise FormatError(f"{where}: param_names must be a list of names, a {{id: name}} mapping or a JSON "
+                              f"file holding one, got {type(explicit).__name__}")
         if len(names) != len(ids) or not all(isinstance(n, str) and n in model for n in names):
             raise StateMismatchError(f"{where}: param_names must name a model tensor for each of the "
                                      f"{len(ids)} optimizer parameters (in id order)")
         return _check_shapes(opt_sd, names, model, where)
     recorded = [g.get("param_names") for g in opt_sd["param_groups"]]
-    if all(isinstance(r, list) for r in recorded):
+    if all(isinstance(r, list) and len(r) == len(g["params"]) for r, g in zip(recorded, opt_sd["param_groups"])):
         names = [n for r in recorded for n in r]
-        if len(names) == len(ids) and all(n in model for n in names):
+        if all(isinstance(n, str) and n in model for n in names):
             return _check_shapes(opt_sd, names, model, where)
     return _names_from_model(opt_sd, model, aliases, where)
-
-
-def _optimizer_class(opt_sd: Mapping[str, Any]) -> str:
-    """torch does not record the class; infer the common ones from slots and hyperparameters."""
-    slots = {k for s in opt_sd["state"].values() if isinstance(s, Mapping) for k in s}
-    group = opt_sd["param_groups"][0] if opt_sd["param_groups"] else {}
-    if {"exp_avg", "exp_avg_sq"} <= slots or {"betas", "eps"} <= set(group):
-        return "torch.optim.AdamW" if group.get("decoupled_weight_decay") else "torch.optim.Adam"
-    if "momentum_buffer" in slots or {"momentum", "dampening", "nesterov"} <= set(group):
-        return "torch.optim.SGD"
-    return "torch.optim.Optimizer"
 
 
 # ---------------------------------------------------------------- training state (no pickles)
@@ -387,7 +424,7 @@ def to_lamina(
     if parsed.optimizer is not None:
         where = f"{src_path}: optimizer"
         names = _param_names(parsed.optimizer, parsed.model, collected.aliases, param_names, where)
-        captured = capture_state_dict(parsed.optimizer, names, _optimizer_class(parsed.optimizer), where)
+        captured = capture_state_dict(parsed.optimizer, names, optimizer_class(parsed.optimizer), where)
     dropped: list[str] = []
     extra, files = pack_training_extra(parsed.extra, dropped)
     step = plain_value(parsed.step, "step")
