@@ -401,11 +401,16 @@ def test_every_typed_field_dtype_round_trips_bit_exactly(tmp_path: Path) -> None
 
 
 # ------------------------------------------------------------------------------ external data on export
-def test_export_with_external_data_on_request(tmp_path: Path, mlp_export) -> None:
-    _, x, src = mlp_export
+def test_export_with_external_data_on_request(tmp_path: Path, conv_export) -> None:
+    """Tensors of EXTERNAL_MIN_BYTES or more go to the data file (64-byte aligned), smaller ones
+    (shape and axes constants onnxruntime needs inline) stay in the model, as onnx's writer does."""
+    _, x, src = conv_export
     snap = onnx_converter.to_lamina(src, tmp_path / "snap")
     feeds = ort_input(src, x.numpy())
     want = ort_run(src, feeds)
+    sizes = {name: a.nbytes for name, a in initializers(src).items()}
+    assert any(n >= onnx_converter.EXTERNAL_MIN_BYTES for n in sizes.values())
+    assert any(n < onnx_converter.EXTERNAL_MIN_BYTES for n in sizes.values())
 
     out = onnx_converter.from_lamina(snap, tmp_path / "ext.onnx", external_data=True)
     data = tmp_path / "ext.onnx.data"
@@ -414,11 +419,14 @@ def test_export_with_external_data_on_request(tmp_path: Path, mlp_export) -> Non
     protos = initializer_protos(tmp_path / "ext.onnx")
     total = 0
     for t in protos:
-        assert t.data_location == TensorProto.EXTERNAL and not t.raw_data
-        entries = {e.key: e.value for e in t.external_data}
-        assert entries["location"] == "ext.onnx.data" and int(entries["offset"]) % 64 == 0
-        total += int(entries["length"])
-    assert total == sum(a.nbytes for a in initializers(src).values())
+        external = sizes[t.name] >= onnx_converter.EXTERNAL_MIN_BYTES
+        assert (t.data_location == TensorProto.EXTERNAL) == external, t.name
+        if external:
+            assert not t.raw_data
+            entries = {e.key: e.value for e in t.external_data}
+            assert entries["location"] == "ext.onnx.data" and int(entries["offset"]) % 64 == 0
+            total += int(entries["length"])
+    assert total == sum(n for n in sizes.values() if n >= onnx_converter.EXTERNAL_MIN_BYTES)
     assert data.stat().st_size >= total
     assert_outputs_identical(ort_run(tmp_path / "ext.onnx", feeds), want)
     for name, array in initializers(src).items():
@@ -436,7 +444,8 @@ def test_export_with_external_data_on_request(tmp_path: Path, mlp_export) -> Non
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "cli.onnx.data").is_file()
     onnx.checker.check_model(str(tmp_path / "cli.onnx"))
-    assert all(t.data_location == TensorProto.EXTERNAL for t in initializer_protos(tmp_path / "cli.onnx"))
+    assert all((t.data_location == TensorProto.EXTERNAL) == (sizes[t.name] >= onnx_converter.EXTERNAL_MIN_BYTES)
+               for t in initializer_protos(tmp_path / "cli.onnx"))
     assert_outputs_identical(ort_run(tmp_path / "cli.onnx", feeds), want)
 
     res = cli("convert", tmp_path / "snap", tmp_path / "inline.onnx", "--no-external-data")

@@ -21,8 +21,12 @@ from lamina._manifest_codec import MANIFEST_NAME
 
 
 def peak_rss_mb(code: str) -> float:
-    """Peak resident memory (MiB) of a fresh interpreter running ``code``, which must exit 0."""
-    probe = code + "\nimport resource; print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    """Peak resident memory (MiB) of a fresh interpreter running ``code``, which must exit 0.
+
+    VmHWM, not ru_maxrss: ru_maxrss keeps the high-water mark of the forked pytest process across
+    exec, which would hide the child's own peak."""
+    probe = code + ("\nimport re; print('PEAK', re.search(r'VmHWM:\\s+(\\d+) kB', "
+                    "open('/proc/self/status').read()).group(1))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return int(out.stdout.split("PEAK")[-1]) / 1024
