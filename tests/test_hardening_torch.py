@@ -450,3 +450,51 @@ def test_odd_ids_and_recorded_names_are_not_raw_errors(tmp_path: Path) -> None:
     art = lamina.open(lamina.convert(tmp_path / "c.pt", tmp_path / "snap"))
     assert list(art.optimizer.param_groups[0].params) == [n for n, _ in model.named_parameters()]
     assert art.optimizer.class_name == "torch.optim.SGD"
+
+
+def test_group_matching_agrees_with_brute_force() -> None:
+    """assign_groups on 600 random small instances (3 groups, up to 6 candidates of 4 shapes, some
+    left out, some items without state) against enumerating every labelling: the same answer, or
+    the same refusal."""
+    import itertools
+    import random
+
+    from lamina.converters._torch_align import assign_groups, shape_fits
+
+    rng = random.Random(0)
+    shapes = [(2,), (3,), (2, 2), (4, 2)]
+    outcomes = {"blocks": 0, "interleaved": 0, "ambiguous": 0, "none": 0}
+    for _ in range(600):
+        # a hidden true assignment, then the state shapes it implies (some missing, some altered)
+        n = rng.randint(1, 6)
+        candidates = [(f"p{i}", rng.choice(shapes)) for i in range(n)]
+        truth = [rng.randrange(-1, 3) if rng.random() < 0.2 else rng.randrange(3) for _ in range(n)]
+        groups = [[[] if rng.random() < 0.2 else [rng.choice(shapes) if rng.random() < 0.1 else shape]
+                   for (_, shape), label in zip(candidates, truth) if label == j] for j in range(3)]
+        sizes = [len(g) for g in groups]
+        fits, blocks = [], []
+        for labels in itertools.product(range(-1, len(sizes)), repeat=n):
+            members = [[i for i, label in enumerate(labels) if label == j] for j in range(len(sizes))]
+            if [len(m) for m in members] != sizes or not all(
+                    shape_fits(candidates[i][1], groups[j][q]) for j, m in enumerate(members) for q, i in enumerate(m)):
+                continue
+            fits.append(labels)
+            runs = [label for label in labels if label >= 0]
+            if len({label for label in runs}) == len([a for a, b in zip(runs, [None, *runs]) if a != b]):
+                blocks.append(labels)  # each group one contiguous run of the trained parameters
+        chosen = blocks if blocks else fits
+        try:
+            got = assign_groups(candidates, groups, "w", "hint")
+        except lamina.StateMismatchError as exc:
+            if len(chosen) > 1:
+                assert "more than one assignment" in str(exc), (candidates, groups, str(exc))
+                outcomes["ambiguous"] += 1
+            else:
+                assert not chosen and "no assignment" in str(exc), (candidates, groups, str(exc))
+                outcomes["none"] += 1
+            continue
+        assert len(chosen) == 1, (candidates, groups, got, chosen)
+        assert got == [[candidates[i][0] for i, label in enumerate(chosen[0]) if label == j]
+                       for j in range(len(sizes))]
+        outcomes["blocks" if blocks else "interleaved"] += 1
+    assert all(count >= 10 for count in outcomes.values()), outcomes
