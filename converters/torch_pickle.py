@@ -65,8 +65,9 @@ def _check_zip(path: Path) -> None:
 
     torch reads entries through the central directory, by exact name, under the first entry's
     folder, and reads one copy of a name listed twice. So a duplicated name, an entry outside that
-    folder, an unsafe name, a local header naming another entry, or two entries sharing bytes means
-    torch and other zip readers (scanners, ``unzip``) see different checkpoints: refused.
+    folder, an unsafe name, a local header naming another entry, two entries sharing bytes, or bytes
+    before the first entry (torch then reads a pickle) mean torch and other zip readers (scanners,
+    ``unzip``) see different checkpoints: refused.
     """
     try:
         with zipfile.ZipFile(path) as zf:
@@ -118,6 +119,9 @@ def _check_zip(path: Path) -> None:
     except OSError as exc:
         raise FormatError(f"{path}: cannot read the zip archive ({exc})") from None
     spans.sort()
+    if spans[0][0] > 0:  # torch tells a zip checkpoint by its first bytes: it would read the file as a pickle
+        raise FormatError(f"{path}: {spans[0][0]} bytes come before the first zip entry; torch would read the file "
+                          "as a legacy pickle and zip readers as an archive, so the checkpoint is ambiguous")
     for (_, end, name), (start, _, other) in zip(spans, spans[1:]):
         if start < end:
             raise FormatError(f"{path}: zip entries {name!r} and {other!r} overlap; refusing an ambiguous checkpoint")

@@ -142,6 +142,16 @@ def _overlapping_entries(base: Path, out: Path) -> Path:
     return out
 
 
+def _after_a_legacy_pickle(base: Path, out: Path) -> Path:
+    """A legacy (pre-zip) checkpoint with a zip checkpoint appended: torch.load reads the legacy
+    pickle (it looks at the first bytes), zip readers find the archive (they look at the end)."""
+    import torch
+
+    torch.save({"fc.weight": torch.ones(4, 3)}, out, _use_new_zipfile_serialization=False)
+    out.write_bytes(out.read_bytes() + base.read_bytes())
+    return out
+
+
 def _empty_archive(base: Path, out: Path) -> Path:
     with zipfile.ZipFile(out, "w"):
         pass
@@ -233,6 +243,8 @@ CASES: list[Case] = [
          lamina.FormatError, r"'m/data/1' is named b'm/data/9' in its local header"),
     Case("torch_zip_overlapping_entries", _zip_case(_overlapping_entries), _convert, lamina.FormatError,
          r"zip entries 'm/(data/0|pad)' and 'm/data/2' overlap"),
+    Case("torch_zip_after_a_legacy_pickle", _zip_case(_after_a_legacy_pickle), _convert, lamina.FormatError,
+         r"\d+ bytes come before the first zip entry"),
     Case("torch_zip_empty_archive", _zip_case(_empty_archive), _convert, lamina.FormatError, r"empty zip archive"),
     Case("torch_optimizer_groups_ambiguous", _decay_biases_only, _convert, lamina.StateMismatchError,
          r"differ on '2\.bias' \(group 0 or group 1\), '3\.weight' \(group 1 or group 0\); .*param_names"),
