@@ -31,7 +31,8 @@ __all__ = ["Shape", "shape_fits", "assign_groups"]
 
 Shape = tuple[int, ...]
 _MAX_BLOCK_GROUPS = 6  # block orders tried: at most 6! = 720
-_MAX_STATES = 100_000  # bounds time and memory of the whole search
+_BUDGET = 2_000_000  # work units for one alignment (about 2 s): bounds time and memory on any input
+_STATE_COST = 20  # entering a search state costs about 20 times one shape test
 
 
 def shape_fits(param: Shape, slots: Sequence[Shape]) -> bool:
@@ -56,7 +57,7 @@ def _search(n: int, sizes: Sequence[int], fits: Callable[[int, int, int], bool],
             budget: list[int]) -> list[tuple[int, ...]]:
     """Up to two labelings of candidates ``0..n-1`` that place sequence ``j``'s items ``0..sizes[j]-1``
     in order (label ``j``), candidate ``i`` taking item ``q`` of ``j`` only if ``fits(i, j, q)``;
-    with ``skip``, other candidates are left out (label -1). ``budget[0]`` states may be entered.
+    with ``skip``, other candidates are left out (label -1). The work is charged to ``budget[0]``.
 
     A depth-first walk along the candidates; a state (candidate index, items placed per sequence)
     is encoded as one integer and entered at most once: afterwards it is known dead, or known to
@@ -64,6 +65,9 @@ def _search(n: int, sizes: Sequence[int], fits: Callable[[int, int, int], bool],
     second solution.
     """
     k, total = len(sizes), sum(sizes)
+    budget[0] -= k * n + total
+    if budget[0] < 0:
+        raise _TooMany
     # latest[j][q]: the last candidate that can take item q of sequence j with items q+1.. still
     # placeable after it (sequence j alone); a state past it is dead. Found backwards in O(n) per j.
     latest: list[list[int]] = []
@@ -132,7 +136,7 @@ def _search(n: int, sizes: Sequence[int], fits: Callable[[int, int, int], bool],
                     p[label] -= 1
                     placed -= 1
                 continue
-            budget[0] -= 1
+            budget[0] -= _STATE_COST
             if budget[0] < 0:
                 raise _TooMany
             codes.append(child)
@@ -181,12 +185,20 @@ def assign_groups(candidates: Sequence[tuple[str, Shape]], groups: Sequence[Sequ
     item_kind: dict[tuple[Shape, ...], int] = {}
     cand_of = [cand_kind.setdefault(shape, len(cand_kind)) for _, shape in candidates]
     item_of = [[item_kind.setdefault(tuple(slots), len(item_kind)) for slots in g] for g in groups]
-    table = [[shape_fits(shape, slots) for slots in item_kind] for shape in cand_kind]
+    cand_shapes, item_slots, width = list(cand_kind), list(item_kind), len(item_kind)
+    table: dict[int, bool] = {}  # filled lazily: forged inputs can make every shape distinct
+
+    def fits_kinds(cand: int, item: int) -> bool:
+        key = cand * width + item
+        known = table.get(key)
+        if known is None:
+            known = table[key] = shape_fits(cand_shapes[cand], item_slots[item])
+        return known
 
     def fits_item(i: int, j: int, q: int) -> bool:
-        return table[cand_of[i]][item_of[j][q]]
+        return fits_kinds(cand_of[i], item_of[j][q])
 
-    budget = [_MAX_STATES]
+    budget = [_BUDGET]
     nonempty = [j for j, size in enumerate(sizes) if size]
     try:
         solutions: list[tuple[int, ...]] = []
@@ -194,7 +206,7 @@ def assign_groups(candidates: Sequence[tuple[str, Shape]], groups: Sequence[Sequ
             for order in itertools.permutations(nonempty):
                 owner = [j for j in order for _ in range(sizes[j])]
                 kinds = [kind for j in order for kind in item_of[j]]
-                for labels in _search(n, [len(kinds)], lambda i, _, q: table[cand_of[i]][kinds[q]], skip, budget):
+                for labels in _search(n, [len(kinds)], lambda i, _, q: fits_kinds(cand_of[i], kinds[q]), skip, budget):
                     placed = iter(owner)
                     solutions.append(tuple(next(placed) if label == 0 else -1 for label in labels))
                 if len(solutions) >= 2:
