@@ -15,7 +15,7 @@ Two hypotheses are tried, the simpler first:
 A hypothesis is used only when exactly one assignment fits every state shape; two or more is a
 refusal naming the parameters they disagree on. The search is a depth-first walk over states
 (candidate index, progress in each group), each state visited once and the walk stopped at the
-second solution, with a bound on the number of states.
+second solution, within a bounded amount of work.
 
 Nothing here imports torch: shapes are tuples.
 """
@@ -204,11 +204,12 @@ def assign_groups(candidates: Sequence[tuple[str, Shape]], groups: Sequence[Sequ
         solutions: list[tuple[int, ...]] = []
         if len(nonempty) <= _MAX_BLOCK_GROUPS:
             for order in itertools.permutations(nonempty):
-                owner = [j for j in order for _ in range(sizes[j])]
+                owner = [j for j in order for _ in range(sizes[j])]  # the group of each item of the run
                 kinds = [kind for j in order for kind in item_of[j]]
-                for labels in _search(n, [len(kinds)], lambda i, _, q: fits_kinds(cand_of[i], kinds[q]), skip, budget):
-                    placed = iter(owner)
-                    solutions.append(tuple(next(placed) if label == 0 else -1 for label in labels))
+                fits_run = lambda i, _, q: fits_kinds(cand_of[i], kinds[q])  # noqa: E731
+                for labels in _search(n, [len(kinds)], fits_run, skip, budget):
+                    owners = iter(owner)
+                    solutions.append(tuple(next(owners) if label == 0 else -1 for label in labels))
                 if len(solutions) >= 2:
                     break
         if not solutions and len(nonempty) > 1:
@@ -229,8 +230,8 @@ def assign_groups(candidates: Sequence[tuple[str, Shape]], groups: Sequence[Sequ
         differ = [f"{candidates[i][0]!r} ({place(a[i])} or {place(b[i])})" for i in range(n) if a[i] != b[i]]
         shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
         raise StateMismatchError(f"{where}: cannot tell which param group holds which parameter: more than one "
-                                 f"assignment keeps model order and fits every state shape; two of them differ on {shown}; "
-                                 f"{hint}")
+                                 f"assignment keeps model order and fits every state shape; two of them differ "
+                                 f"on {shown}; {hint}")
     out: list[list[str]] = [[] for _ in groups]
     for (name, _), label in zip(candidates, solutions[0]):
         if label >= 0:

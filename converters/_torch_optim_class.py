@@ -19,7 +19,8 @@ __all__ = ["UNKNOWN", "optimizer_class"]
 #: recorded when the state dict does not determine the class (restoring by name does not need it)
 UNKNOWN = "unknown"
 
-# keys torch.optim.lr_scheduler / swa_utils add to param groups, and lamina's own
+# keys in param groups that are not hyperparameters: the parameters, their names, and what
+# torch.optim.lr_scheduler and swa_utils add
 _ADDED_KEYS = frozenset({"params", "param_names", "initial_lr", "max_lr", "min_lr", "base_momentum",
                          "max_momentum", "swa_lr"})
 
@@ -51,7 +52,8 @@ _SIGNATURES = (
          "step square_avg momentum_buffer grad_avg"),
     _sig("Adagrad", "lr lr_decay weight_decay initial_accumulator_value eps", "foreach maximize differentiable fused",
          "step sum"),
-    _sig("Adadelta", "lr rho eps weight_decay", "foreach maximize differentiable capturable", "step square_avg acc_delta"),
+    _sig("Adadelta", "lr rho eps weight_decay", "foreach maximize differentiable capturable",
+         "step square_avg acc_delta"),
     _sig("Adamax", "lr betas eps weight_decay", "foreach maximize differentiable capturable", "step exp_avg exp_inf"),
     _sig("NAdam", "lr betas eps weight_decay momentum_decay",
          "foreach maximize differentiable capturable decoupled_weight_decay", "step mu_product exp_avg exp_avg_sq"),

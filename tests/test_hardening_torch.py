@@ -277,7 +277,8 @@ def test_signatures_agree_with_the_installed_torch() -> None:
         cls = getattr(torch.optim, sig.name.rsplit(".", 1)[1])
         model = _net(0)
         params = [p for p in model.parameters() if p.ndim == 2 or not sig.name.endswith("Muon")]  # Muon: matrices
-        opt = cls(params, lr=1e-2, **({"momentum": 0.9} if sig.name in ("torch.optim.SGD", "torch.optim.RMSprop") else {}))
+        momentum = {"momentum": 0.9} if sig.name in ("torch.optim.SGD", "torch.optim.RMSprop") else {}
+        opt = cls(params, lr=1e-2, **momentum)
         if sig.name.endswith("SparseAdam"):
             keys = set(opt.state_dict()["param_groups"][0]) - {"params"}
             slots: set[str] = set()

@@ -37,7 +37,8 @@ def real_checkpoint(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def rezip(src: Path, dst: Path, extra: Sequence[tuple[str, bytes]] = (), first: Sequence[tuple[str, bytes]] = ()) -> Path:
+def rezip(src: Path, dst: Path, extra: Sequence[tuple[str, bytes]] = (),
+          first: Sequence[tuple[str, bytes]] = ()) -> Path:
     """``src``'s entries stored again in ``dst``, ``first`` before them and ``extra`` after them;
     duplicate names are written as given (zipfile warns, but writes them)."""
     with zipfile.ZipFile(src) as zf:
