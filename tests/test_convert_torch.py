@@ -546,7 +546,7 @@ def test_optimizer_from_parameters_aligns_with_buffers_and_tied_weights(tmp_path
 
 def test_ambiguous_optimizer_needs_param_names(tmp_path: Path) -> None:
     model = make(Net, 8)
-    opt = torch.optim.SGD(model.fc2.parameters(), lr=0.05, momentum=0.9)  # a subset, no names
+    opt = torch.optim.SGD(model.norm.parameters(), lr=0.05, momentum=0.9)  # a subset of five same-shaped candidates, no names
     train(model, opt, range(N_BEFORE))
     src = tmp_path / "c.pt"
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, src)
@@ -557,30 +557,30 @@ def test_ambiguous_optimizer_needs_param_names(tmp_path: Path) -> None:
         lamina.convert(src, tmp_path / "snap")
     assert not (tmp_path / "snap").exists() and leftovers(tmp_path) == []
     with pytest.raises(lamina.StateMismatchError):
-        torch_pickle.to_lamina(src, tmp_path / "snap", param_names=["fc2.weight", "nope.bias"])
+        torch_pickle.to_lamina(src, tmp_path / "snap", param_names=["norm.weight", "nope.bias"])
     assert not (tmp_path / "snap").exists()
 
-    art = torch_pickle.to_lamina(src, tmp_path / "snap", param_names=["fc2.weight", "fc2.bias"])
-    assert [list(g.params) for g in art.optimizer.param_groups] == [["fc2.weight", "fc2.bias"]]
+    art = torch_pickle.to_lamina(src, tmp_path / "snap", param_names=["norm.weight", "norm.bias"])
+    assert [list(g.params) for g in art.optimizer.param_groups] == [["norm.weight", "norm.bias"]]
     osd = art.optimizer_state_dict()
-    assert_tensor_equal(osd["state"][0]["momentum_buffer"], opt.state[model.fc2.weight]["momentum_buffer"])
-    assert_tensor_equal(osd["state"][1]["momentum_buffer"], opt.state[model.fc2.bias]["momentum_buffer"])
-    by_id = torch_pickle.to_lamina(src, tmp_path / "snap_by_id", param_names={0: "fc2.weight", 1: "fc2.bias"})
-    assert [list(g.params) for g in by_id.optimizer.param_groups] == [["fc2.weight", "fc2.bias"]]
+    assert_tensor_equal(osd["state"][0]["momentum_buffer"], opt.state[model.norm.weight]["momentum_buffer"])
+    assert_tensor_equal(osd["state"][1]["momentum_buffer"], opt.state[model.norm.bias]["momentum_buffer"])
+    by_id = torch_pickle.to_lamina(src, tmp_path / "snap_by_id", param_names={0: "norm.weight", 1: "norm.bias"})
+    assert [list(g.params) for g in by_id.optimizer.param_groups] == [["norm.weight", "norm.bias"]]
 
     names_file = tmp_path / "names.json"
-    names_file.write_text(json.dumps(["fc2.weight", "fc2.bias"]))
+    names_file.write_text(json.dumps(["norm.weight", "norm.bias"]))
     refused, named = cli_parallel(("convert", src, tmp_path / "snap_cli"),
                                   ("convert", src, tmp_path / "snap_cli2", "--param-names", names_file))
     assert_clean_cli_error(refused, lamina.StateMismatchError, "--param-names")
     assert not (tmp_path / "snap_cli").exists()
     assert named.returncode == 0, named.stderr
     cli_art = lamina.open(tmp_path / "snap_cli2")
-    assert [list(g.params) for g in cli_art.optimizer.param_groups] == [["fc2.weight", "fc2.bias"]]
+    assert [list(g.params) for g in cli_art.optimizer.param_groups] == [["norm.weight", "norm.bias"]]
     assert_optimizer_sd_equal(cli_art.optimizer_state_dict(), osd)
 
     fresh = make(Net, 80)
-    fresh_opt = torch.optim.SGD(fresh.fc2.parameters(), lr=0.05, momentum=0.9)
+    fresh_opt = torch.optim.SGD(fresh.norm.parameters(), lr=0.05, momentum=0.9)
     assert art.load_into(fresh).ok
     art.load_optimizer(fresh_opt, fresh)
     train(model, opt, range(N_BEFORE, N_BEFORE + M_AFTER))
