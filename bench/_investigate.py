@@ -1,7 +1,7 @@
 """Timing splits behind the targets lamina misses: what lamina's save and load would cost without
 one ingredient, and what the plain alternatives cost on the same bytes.
 
-Nothing here changes lamina: ``stub_hashing`` swaps the ``hashlib`` that ``lamina._writer`` sees
+Nothing here changes lamina: ``stub_hashing`` swaps the ``hashlib`` that ``lamina.snapshot.writer`` sees
 for a no-op for the duration of one call (the snapshot written meanwhile carries bogus sha256s
 and is deleted right away).
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import lamina
-import lamina._writer as _writer
+import lamina.snapshot.writer as _writer
 
 _SYNC_FILE_RANGE_WRITE = 2
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -148,8 +148,8 @@ def manifest_decode_split(path: Path, reps: int = 20) -> dict[str, float]:
 
     import msgpack
 
-    from lamina._manifest_codec import decode_manifest
-    from lamina._naming import check_relative_path
+    from lamina.format.codec import decode_manifest
+    from lamina.storage.paths import check_relative_path
 
     data = (path / "manifest.msgpack").read_bytes()
     art = lamina.open(path)

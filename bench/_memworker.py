@@ -20,9 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import safetensors.torch  # noqa: E402
 import torch  # noqa: E402
+from _common import Config, build_module, hwm, make_state_dict, reset_peak, rss  # noqa: E402
 
 import lamina  # noqa: E402
-from _common import Config, build_module, hwm, make_state_dict, reset_peak, rss  # noqa: E402
 
 SAVES = {
     "lamina_durable": lambda sd, p: lamina.save(sd, p, durable=True),

@@ -52,11 +52,11 @@ import safetensors  # noqa: E402
 import safetensors.torch  # noqa: E402
 import torch  # noqa: E402
 import urllib3  # noqa: E402
+from _common import cpu_seconds, median, pressure, read_all, rm, timed_cpu  # noqa: E402
 
 import lamina  # noqa: E402
-from lamina._naming import default_layer  # noqa: E402
-from lamina._shards import plan_shard  # noqa: E402
-from _common import cpu_seconds, median, pressure, read_all, rm, timed_cpu  # noqa: E402
+from lamina.format.naming import default_layer
+from lamina.format.shards import plan_shard
 
 MB = 1e6
 N_LAYERS = 24

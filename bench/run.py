@@ -28,12 +28,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import _investigate as inv  # noqa: E402
 import safetensors  # noqa: E402
 import safetensors.torch  # noqa: E402
 import torch  # noqa: E402
-
-import lamina  # noqa: E402
-import _investigate as inv  # noqa: E402
 from _common import (  # noqa: E402
     MID_LAYER,
     Config,
@@ -50,6 +48,8 @@ from _common import (  # noqa: E402
     timed_cpu,
     total_bytes,
 )
+
+import lamina  # noqa: E402
 
 MB = 1e6
 GB = 1e9
@@ -418,7 +418,7 @@ def report(r: dict) -> str:
     if "save_breakdown" in r:
         b = r["save_breakdown"]
         lines.append("*Save breakdown* (same bytes, same protocol, median; \"stubbed\" = lamina.save with "
-                     "`lamina._writer.hashlib` replaced by a no-op for the call)")
+                     "`lamina.snapshot.writer.hashlib` replaced by a no-op for the call)")
         lines.append("")
         rows = [[name, fmt_range(v["wall"]), f"{nbytes / median(v['wall']) / GB:.2f}", f"{median(v['cpu']):.2f}"]
                 for name, v in b.items()]

@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 
 from lamina._errors import FormatError
-from lamina._store import open_regular
+from lamina.storage.local import open_regular
 
 __all__ = ["FORMATS", "detect_source", "destination_format"]
 

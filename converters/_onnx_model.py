@@ -14,10 +14,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from lamina._dtypes import dtype_info, numpy_dtype
 from lamina._errors import FormatError, NotFoundError, UnsafePathError
-from lamina._naming import check_relative_path
-from lamina._store import os_errors_as_storage_errors
+from lamina.format.dtypes import dtype_info, numpy_dtype
+from lamina.storage.local import os_errors_as_storage_errors
+from lamina.storage.paths import check_relative_path
 
 __all__ = ["PROTOBUF_LIMIT", "ONNX_TO_CODE", "CODE_TO_ONNX", "load_model", "parse_model", "initializers",
            "initializer_array", "holds_data", "clear_data"]

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import lamina
-from lamina._api import write_snapshot
 from lamina._errors import FormatError, LaminaError, NotFoundError, UnsafeInputError
-from lamina._tensors import Collected, tensor_source
-from lamina._torch_optim import CapturedOptimizer
-from lamina._writer import atomic_file_write, check_file_destination
+from lamina.frameworks.base import Collected, tensor_source
+from lamina.frameworks.optim import CapturedOptimizer
+from lamina.repo.targets import write_snapshot
+from lamina.snapshot.writer import atomic_file_write, check_file_destination
 
 from ._keras_input import H5Data, check_h5, read_archive
 

@@ -25,13 +25,22 @@ from pathlib import Path
 from typing import Any
 
 import lamina
-from lamina._api import write_snapshot
 from lamina._errors import FormatError
-from lamina._tensors import Collected, tensor_source
-from lamina._writer import atomic_file_write, check_file_destination
+from lamina.frameworks.base import Collected, tensor_source
+from lamina.repo.targets import write_snapshot
+from lamina.snapshot.writer import atomic_file_write, check_file_destination
 
-from ._onnx_model import (CODE_TO_ONNX, ONNX_TO_CODE, PROTOBUF_LIMIT, clear_data, holds_data,  # noqa: F401
-                          initializer_array, initializers, load_model, parse_model)
+from ._onnx_model import (  # noqa: F401
+    CODE_TO_ONNX,
+    ONNX_TO_CODE,
+    PROTOBUF_LIMIT,
+    clear_data,
+    holds_data,
+    initializer_array,
+    initializers,
+    load_model,
+    parse_model,
+)
 
 __all__ = ["to_lamina", "from_lamina", "OnnxExport", "GRAPH_FILE", "EXTERNAL_MIN_BYTES"]
 

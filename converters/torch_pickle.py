@@ -23,14 +23,23 @@ from pathlib import Path
 from typing import Any
 
 import lamina
-from lamina._api import write_snapshot
-from lamina._errors import FormatError, NotFoundError, StateMismatchError, UnsafeInputError
-from lamina._manifest import plain_value
-from lamina._naming import check_relative_path
-from lamina._training_state import TRAINING_TENSORS, pack_training_extra, unpack_training_extra
-from lamina._tensors import collect_tensors
-from lamina._torch_optim import capture_state_dict, state_dict_ids
-from lamina._writer import atomic_file_write, check_file_destination
+from lamina._errors import (
+    FormatError,
+    NotFoundError,
+    StateMismatchError,
+    UnsafeInputError,
+)
+from lamina.format.manifest import plain_value
+from lamina.frameworks.base import collect_tensors
+from lamina.frameworks.optim import capture_state_dict, state_dict_ids
+from lamina.repo.targets import write_snapshot
+from lamina.snapshot.training_state import (
+    TRAINING_TENSORS,
+    pack_training_extra,
+    unpack_training_extra,
+)
+from lamina.snapshot.writer import atomic_file_write, check_file_destination
+from lamina.storage.paths import check_relative_path
 
 from ._memory import PageReleaser
 from ._torch_align import Shape, assign_groups, shape_fits
@@ -241,7 +250,7 @@ def _first_key(obj: Mapping[str, Any], keys: Sequence[str]) -> str | None:
 
 def _interpret(obj: Any, path: Path, optimizer_index: int | None) -> _Parsed:
     """Find the model, optimizer and training state in a loaded checkpoint."""
-    from lamina._tensors import is_torch_module
+    from lamina.frameworks.base import is_torch_module
 
     if is_torch_module(obj):  # only reachable with trust_pickle: a whole pickled module
         return _Parsed(model=dict(obj.state_dict()))

@@ -43,7 +43,6 @@ from collections.abc import Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
 import boto3  # noqa: E402
-
 from servers import start_moto  # noqa: E402
 
 

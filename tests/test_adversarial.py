@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from adversarial import Case, all_cases
 
 CASES = all_cases()

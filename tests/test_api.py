@@ -15,10 +15,10 @@ import pytest
 import safetensors
 import safetensors.torch
 import torch
+from conftest import TiedLM
 from huggingface_hub import load_torch_model
 
 import lamina
-from conftest import TiedLM
 
 TORCH_DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.uint16, torch.int32, torch.uint32,
                 torch.int64, torch.uint64, torch.float16, torch.bfloat16, torch.float32, torch.float64,

@@ -19,11 +19,18 @@ import msgpack
 import numpy as np
 import pytest
 import torch
+from adversarial.snapshot import (
+    ENC,
+    encode_wire,
+    make_snapshot,
+    read_wire,
+    tensors,
+    write_wire,
+)
 
 import lamina
-from adversarial.snapshot import ENC, encode_wire, make_snapshot, read_wire, tensors, write_wire
-from lamina._manifest_codec import MANIFEST_NAME, decode_manifest
-from lamina._shards import MAX_HEADER_BYTES, parse_header, read_header
+from lamina.format.codec import MANIFEST_NAME, decode_manifest
+from lamina.format.shards import MAX_HEADER_BYTES, parse_header, read_header
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -575,7 +582,7 @@ def test_failed_save_midway_leaves_nothing(tmp_path, monkeypatch):
     assert siblings(tmp_path) == []
 
     # (2) a tensor source that fails while its shard is being written
-    from lamina import _tensors
+    from lamina.frameworks import base as _tensors
 
     real = _tensors.TensorSource.buffer
     calls = []
@@ -601,7 +608,7 @@ def test_failed_overwrite_keeps_old_snapshot(tmp_path, monkeypatch):
     with pytest.raises(lamina.UnsafePathError):
         lamina.save(big, target, overwrite=True, files={"../x": b"x"})
 
-    from lamina import _tensors
+    from lamina.frameworks import base as _tensors
 
     real = _tensors.TensorSource.buffer
     calls = []

@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from cli_helpers import assert_clean_cli_error, cli_parallel, wait_for_line
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lamina
-from cli_helpers import assert_clean_cli_error, cli_parallel, wait_for_line
 from lamina import CheckpointManager, Repo
-from lamina._checkpoints import read_policy
+from lamina.training.checkpoints import read_policy
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -554,7 +554,8 @@ import json, sys, threading, time
 sys.path.insert(0, sys.argv[1])
 import torch
 import lamina
-from lamina._store import LocalStore, as_chunks
+from lamina.storage.base import as_chunks
+from lamina.storage.local import LocalStore
 from test_checkpoints import checksums, crash_model, crash_optimizer
 
 repo_dir, side, kind, blocking = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "1"
@@ -1076,7 +1077,7 @@ def test_background_save_completes_when_the_script_ends(tmp_path: Path) -> None:
     script = tmp_path / "train.py"
     script.write_text(
         "import sys, torch, lamina\n"
-        "from lamina._store import LocalStore\n"
+        "from lamina.storage.local import LocalStore\n"
         "mgr = lamina.CheckpointManager(sys.argv[1])\n"
         "if sys.argv[2] == 'fail':\n"
         "    original = LocalStore.write\n"

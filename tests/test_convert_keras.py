@@ -25,18 +25,16 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
 import h5py  # noqa: E402
+import keras  # noqa: E402  (a missing Keras or TensorFlow must fail the suite, never skip it)
 import ml_dtypes  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
-import lamina  # noqa: E402
+import tensorflow  # noqa: E402,F401
 from cli_helpers import assert_clean_cli_error, cli, leftovers  # noqa: E402
 from lamina.converters import keras as keras_converter  # noqa: E402
 from lamina.converters._detect import destination_format, detect_source  # noqa: E402
 
-import keras  # noqa: E402  (a missing Keras or TensorFlow must fail the suite, never skip it)
-import tensorflow  # noqa: E402,F401
-
+import lamina  # noqa: E402
 
 # ------------------------------------------------------------------------------ helpers
 

@@ -24,13 +24,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from cli_helpers import assert_clean_cli_error, cli, leftovers
+from lamina.converters import onnx as onnx_converter
+from lamina.converters._detect import destination_format, detect_source
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 import lamina
-from cli_helpers import assert_clean_cli_error, cli, leftovers
-from lamina.converters import onnx as onnx_converter
-from lamina.converters._detect import destination_format, detect_source
 
 OPSET = 17
 

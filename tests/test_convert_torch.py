@@ -17,14 +17,21 @@ from typing import Any, Callable
 
 import pytest
 import torch
+from cli_helpers import (
+    assert_clean_cli_error,
+    cli,
+    cli_parallel,
+    cli_start,
+    cli_wait,
+    leftovers,
+)
+from conftest import TiedLM
+from lamina.converters import torch_pickle
+from lamina.converters._detect import destination_format, detect_source
 from torch import nn
 from torch.nn import functional as F
 
 import lamina
-from cli_helpers import assert_clean_cli_error, cli, cli_parallel, cli_start, cli_wait, leftovers
-from conftest import TiedLM
-from lamina.converters import torch_pickle
-from lamina.converters._detect import destination_format, detect_source
 
 N_BEFORE = 3
 M_AFTER = 3

@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import lamina
-from lamina._artifact import Artifact
-from lamina._dtypes import DTYPES
-from lamina._manifest_codec import MANIFEST_NAME, decode_manifest
-from lamina._shards import parse_header
-from lamina._store import LocalStore
+from lamina.format.codec import MANIFEST_NAME, decode_manifest
+from lamina.format.dtypes import DTYPES
+from lamina.format.shards import parse_header
+from lamina.snapshot.artifact import Artifact
+from lamina.storage.local import LocalStore
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FUZZ_SMALL = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -474,7 +474,7 @@ def test_parse_header_structured_json(entries, metadata, data_size, length_delta
        st.integers(-3, 3))
 def test_parse_header_of_planned_layout(tensors, slack):
     """Layouts lamina writes parse back exactly; a buffer of the wrong size is a FormatError."""
-    from lamina._shards import plan_shard
+    from lamina.format.shards import plan_shard
 
     header, entries = plan_shard(tensors)
     size = sum(e.nbytes for e in entries)

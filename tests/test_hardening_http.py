@@ -15,11 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from adversarial.http import (
+    Handler,
+    HostileServer,
+    endless_chunks,
+    make_snapshot,
+    serve_file,
+)
 
 import lamina
-from adversarial.http import Handler, HostileServer, endless_chunks, make_snapshot, serve_file
-from lamina._manifest_codec import MAX_MANIFEST_BYTES
-from lamina._store_http import HttpStore
+from lamina.format.codec import MAX_MANIFEST_BYTES
+from lamina.storage.http_store import HttpStore
 
 SECRETS = {"X-Api-Key": "key-123", "Authorization": "Bearer token-456", "Cookie": "session=789"}
 

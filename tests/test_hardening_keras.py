@@ -24,11 +24,23 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+from adversarial.keras import (
+    KERNEL,
+    LEGACY_KERNEL,
+    GiB,
+    base_files,
+    bzip2_bomb,
+    keras_with,
+    legacy_listed_twice,
+    legacy_with,
+    linked,
+    many_small_entries,
+    replace_dataset,
+    rezip,
+)
+from cli_helpers import assert_clean_cli_error, cli_parallel, leftovers
 
 import lamina
-from adversarial.keras import (KERNEL, LEGACY_KERNEL, GiB, base_files, bzip2_bomb, keras_with, legacy_listed_twice,
-                               legacy_with, linked, many_small_entries, replace_dataset, rezip)
-from cli_helpers import assert_clean_cli_error, cli_parallel, leftovers
 
 # name -> (builder, text the error must contain). Before the size checks each of these made the
 # converter allocate the declared size: ~1 GiB, 64 MiB or 200-400 MiB of RSS, or numpy's raw

@@ -20,11 +20,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from cli_helpers import assert_clean_cli_error, cli, leftovers
+from lamina.converters import onnx as onnx_converter
 from onnx import TensorProto, helper, numpy_helper
 
 import lamina
-from cli_helpers import assert_clean_cli_error, cli, leftovers
-from lamina.converters import onnx as onnx_converter
 
 OPSET = 17
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-import lamina
 from adversarial.snapshot import ENC, make_snapshot, tensors
 from cli_helpers import assert_clean_cli_error, cli_parallel, leftovers
-from lamina._manifest_codec import MANIFEST_NAME
+
+import lamina
+from lamina.format.codec import MANIFEST_NAME
 
 
 def peak_rss_mb(code: str) -> float:

@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 import torch
+from adversarial.torch_pickle import real_checkpoint, rezip
+from lamina.converters import torch_pickle
+from lamina.converters._torch_optim_class import _SIGNATURES, UNKNOWN
 from torch import nn
 from torch.nn import functional as F
 
 import lamina
-from adversarial.torch_pickle import real_checkpoint, rezip
-from lamina.converters import torch_pickle
-from lamina.converters._torch_optim_class import _SIGNATURES, UNKNOWN
 
 N_BEFORE = 3
 M_AFTER = 3

@@ -22,22 +22,22 @@ from typing import Any
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402  (a missing dependency must fail the suite, never skip it)
 import onnxruntime as ort  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from cli_helpers import assert_clean_cli_error  # noqa: E402
+from hub_server import FakeHub  # noqa: E402
 from huggingface_hub import CommitOperationAdd, HfApi, constants  # noqa: E402
 from huggingface_hub.errors import RepositoryNotFoundError  # noqa: E402
 from huggingface_hub.hf_api import RepoFile  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-import keras  # noqa: E402
 import lamina  # noqa: E402
-from lamina._manifest import FileEntry  # noqa: E402
-from cli_helpers import assert_clean_cli_error  # noqa: E402
-from hub_server import FakeHub  # noqa: E402
+from lamina.format.manifest import FileEntry
 
 # huggingface_hub itself passes a file object as ``data=`` to its HTTP client for LFS PUTs.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import requests
+from hub_server import DEFAULT_GITATTRIBUTES, FakeHub
 from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationCopy,
@@ -40,8 +41,6 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.hf_api import RepoFile, RepoFolder
 from huggingface_hub.utils._runtime import is_xet_available
-
-from hub_server import DEFAULT_GITATTRIBUTES, FakeHub
 
 # huggingface_hub itself passes a file object as ``data=`` to httpx2 for LFS PUTs.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lamina
-from lamina._naming import check_relative_path, default_layer, encode_layer
+from lamina.format.naming import default_layer, encode_layer
+from lamina.storage.paths import check_relative_path
 
 
 @pytest.mark.parametrize("layer, stem", [

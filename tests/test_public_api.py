@@ -35,8 +35,8 @@ def test_public_callables_have_docstrings_with_examples() -> None:
         assert "Example" in doc and ">>>" in doc, name
 
 
-@pytest.mark.parametrize("module", ["lamina", "lamina._api", "lamina._artifact", "lamina._manifest",
-                                    "lamina._naming", "lamina._load", "lamina._summary"])
+@pytest.mark.parametrize("module", ["lamina", "lamina.api.snapshots", "lamina.snapshot.artifact", "lamina.format.manifest",
+                                    "lamina.format.naming", "lamina.frameworks.base", "lamina.snapshot.summary"])
 def test_docstring_examples_run(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0, result

@@ -24,13 +24,13 @@ from typing import Any
 import pytest
 import s3fs
 import torch
+from servers import RangeHTTPServer, _Handler, free_port
 
 import lamina
-from lamina._manifest import FileEntry, Manifest
-from lamina._manifest_codec import MANIFEST_NAME
-from lamina._repo_layout import blob_path
-from lamina._snapshot_stores import BlobCache
-from servers import RangeHTTPServer, _Handler, free_port
+from lamina.format.codec import MANIFEST_NAME
+from lamina.format.manifest import FileEntry, Manifest
+from lamina.format.repository import blob_path
+from lamina.snapshot.cache import BlobCache
 
 N_LAYERS = 24
 IN_FEATURES = 64

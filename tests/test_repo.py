@@ -26,11 +26,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cli_helpers import (
+    assert_clean_cli_error,
+    cli,
+    cli_parallel,
+    leftovers,
+    wait_for_line,
+)
 
 import lamina
-from lamina._repo_markers import TTL
-from cli_helpers import assert_clean_cli_error, cli, cli_parallel, leftovers, wait_for_line
 from lamina import PushResult, Repo
+from lamina.repo.markers import TTL
 
 N_LAYERS = 24
 SIDE = 128  # a 128 x 128 float32 layer: 64 KiB
@@ -626,7 +632,7 @@ def test_four_processes_push_four_branches(local_repo: Where, tmp_path: Path) ->
 KILLED_CHILD = r"""
 import sys, threading, time
 import lamina
-from lamina._store import LocalStore
+from lamina.storage.local import LocalStore
 repo, src, after = sys.argv[1], sys.argv[2], int(sys.argv[3])
 original = LocalStore.write
 lock = threading.Lock()
@@ -1062,7 +1068,7 @@ def test_cli_s3_with_aws_environment(s3_endpoint: str, s3_bucket: str, s3_option
 def test_no_repository_over_a_plain_snapshot_and_no_overwrite(tmp_path: Path) -> None:
     """A save or push into a location holding a plain snapshot is refused (it would shadow it), and
     overwrite=True is refused for repository targets; '@' inside a path is not a ref."""
-    from lamina._locations import split_ref
+    from lamina.storage.locations import split_ref
 
     plain = tmp_path / "plain"
     lamina.save({"w": np.zeros(2, "f4")}, plain)

@@ -21,13 +21,14 @@ import fsspec
 import numpy as np
 import pytest
 import s3fs
+from servers import RangeHTTPServer, free_port
 
 import lamina
-from lamina._locations import open_store
-from lamina._store import LocalStore, Store
-from lamina._store_fsspec import FsspecStore
-from lamina._store_http import HttpStore
-from servers import RangeHTTPServer, free_port
+from lamina.storage.base import Store
+from lamina.storage.fsspec_store import FsspecStore
+from lamina.storage.http_store import HttpStore
+from lamina.storage.local import LocalStore
+from lamina.storage.locations import open_store
 
 WRITABLE = ["local", "memory", "s3"]
 ALL = [*WRITABLE, "http"]

@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 
 import lamina
-from lamina._dtypes import numpy_dtype
-from lamina._manifest_codec import MANIFEST_NAME, encode_manifest, unpack_wire, wire_as_json
-from lamina._shards import plan_shard
+from lamina.format.codec import (
+    MANIFEST_NAME,
+    encode_manifest,
+    unpack_wire,
+    wire_as_json,
+)
+from lamina.format.dtypes import numpy_dtype
+from lamina.format.shards import plan_shard
 
 VECTORS = Path(__file__).resolve().parents[1] / "format_spec" / "vectors"
 VALID = sorted(p for p in (VECTORS / "valid").iterdir() if p.is_dir())

@@ -16,7 +16,7 @@ import msgpack
 import numpy as np
 
 import lamina
-from lamina._manifest_codec import MANIFEST_NAME, unpack_wire, wire_as_json
+from lamina.format.codec import MANIFEST_NAME, unpack_wire, wire_as_json
 
 HERE = Path(__file__).resolve().parent
 

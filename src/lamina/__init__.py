@@ -8,14 +8,19 @@ Example:
     np.float32(4.0)
 """
 
-from ._api import open, save
-from ._checkpoints import Checkpoint, CheckpointManager, RestoredState
-from ._convert import convert
-from ._publish import pull, push
-from ._diff import LayerDiff, SnapshotDiff, diff
-from ._repo import FsckReport, GcResult, PushResult, Repo
-from ._repo_layout import Revision
-from ._artifact import Artifact
+from lamina.api.convert import convert
+from lamina.api.diff import diff
+from lamina.api.publish import pull, push
+from lamina.api.snapshots import open, save
+from lamina.format.manifest import FORMAT_VERSION, ModelInfo, TrainingState
+from lamina.format.repository import Revision
+from lamina.frameworks.base import LoadReport, TensorMismatch
+from lamina.repo.repository import FsckReport, GcResult, Repo
+from lamina.snapshot.artifact import Artifact
+from lamina.snapshot.diff import LayerDiff, SnapshotDiff
+from lamina.snapshot.transfer import PushResult
+from lamina.training.checkpoints import Checkpoint, CheckpointManager, RestoredState
+
 from ._errors import (
     ConflictError,
     ExistsError,
@@ -29,8 +34,6 @@ from ._errors import (
     UnsafePathError,
     UnsupportedVersionError,
 )
-from ._load import LoadReport, TensorMismatch
-from ._manifest import FORMAT_VERSION, ModelInfo, TrainingState
 from ._version import __version__
 
 __all__ = [

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from servers import Unsatisfiable, parse_range
 
 import lamina
-from servers import Unsatisfiable, parse_range
 
 from . import Case
 

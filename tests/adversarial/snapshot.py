@@ -19,7 +19,7 @@ import msgpack
 import numpy as np
 
 import lamina
-from lamina._manifest_codec import MANIFEST_NAME
+from lamina.format.codec import MANIFEST_NAME
 
 from . import Case
 

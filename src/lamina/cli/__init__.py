@@ -10,8 +10,8 @@ import click
 
 from .._errors import IntegrityError
 from .._version import __version__
-from ._errors_cli import EXIT_INVALID, one_line_errors
 from ._checkpoint_commands import checkpoints
+from ._errors_cli import EXIT_INVALID, one_line_errors
 from ._repo_commands import register
 
 __all__ = ["main", "cli"]
@@ -29,7 +29,7 @@ def cli() -> None:
 def inspect(path: str, as_json: bool) -> None:
     """Show a snapshot's info, training state, layers, optimizer and files (reads the manifest only)."""
     import lamina
-    from .._summary import summarize
+    from lamina.snapshot.summary import summarize
 
     summary = summarize(lamina.open(path))
     if as_json:
@@ -85,8 +85,15 @@ def convert(src: str, dst: str, from_format: str | None, to_format: str | None, 
             trust_pickle: bool, param_names: str | None, optimizer_index: int | None, checkpoint: bool,
             onnx_template: str | None, external_data: bool | None) -> None:
     """Convert SRC to DST between lamina, torch (.pt .pth .bin .ckpt), Keras (.keras) and ONNX (.onnx)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
     import lamina
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     if trust_pickle:
         click.secho("WARNING: --trust-pickle lets the checkpoint run arbitrary code on this machine. "

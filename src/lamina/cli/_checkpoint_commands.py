@@ -24,7 +24,7 @@ def checkpoints() -> None:
 def list_command(path: str, as_json: bool) -> None:
     """Steps, metrics, sizes and which retention rule keeps each checkpoint in PATH."""
     import lamina
-    from .._checkpoints import list_checkpoints, read_policy
+    from lamina.training.checkpoints import list_checkpoints, read_policy
 
     repo = lamina.Repo(path)
     repo._require()

@@ -18,7 +18,13 @@ __all__ = ["register"]
 @contextmanager
 def _transfer_bar(verb: str) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar on a terminal (nothing otherwise); yields the progress callback."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
 
     columns = (TextColumn(f"[bold]{verb}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, transient=True, disable=not sys.stderr.isatty()) as bar:
@@ -28,7 +34,7 @@ def _transfer_bar(verb: str) -> Iterator[Callable[[int, int], None]]:
 
 def _repo_and_ref(location: str, default: str | None = "main") -> tuple[object, str | None]:
     import lamina
-    from .._locations import split_ref
+    from lamina.storage.locations import split_ref
 
     base, ref = split_ref(location)
     return lamina.Repo(base), ref or default

@@ -1,0 +1,67 @@
+"""``lamina.push`` and ``lamina.pull``: one entry point for repositories and the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from lamina.snapshot.artifact import Artifact
+from lamina.snapshot.transfer import Progress, PushResult
+
+__all__ = ["push", "pull"]
+
+
+def push(src: str | os.PathLike[str] | Artifact, dst: str | os.PathLike[str], *, branch: str | None = None,
+         message: str = "", tag: str | None = None, private: bool = False, author: str | None = None,
+         storage_options: Mapping[str, Any] | None = None, token: str | None = None,
+         progress: Progress | None = None) -> PushResult:
+    """Publish snapshot ``src`` to ``dst``: a lamina repository (a directory, ``s3://...``), or the
+    Hugging Face Hub (``hf://org/name``: one commit; the repository is created when needed,
+    ``private`` on request; files the branch already holds are not sent again).
+
+    Args:
+        src: a snapshot directory, URI, ``repo@ref`` or open Artifact.
+        dst: the repository, or ``hf://org/name[@branch]``.
+        branch: the branch to publish to (default ``main``, or the ``@branch`` of an hf:// dst).
+        message: the revision (commit) message.
+        tag: also tag the new revision.
+        private: hub only: create the repository private.
+        author: lamina repositories only: the revision author (default ``user@host``).
+        storage_options: fsspec options for ``src`` and a remote repository.
+        token: hub only: a token (default: ``HF_TOKEN`` or the huggingface_hub login).
+
+    Example:
+        >>> import lamina, numpy as np, tempfile, os
+        >>> tmp = tempfile.mkdtemp()
+        >>> _ = lamina.save({"fc.w": np.ones(2, "f4")}, os.path.join(tmp, "snap"))
+        >>> lamina.push(os.path.join(tmp, "snap"), os.path.join(tmp, "repo"), tag="v1").uploaded_files
+        3
+    """
+    from lamina.hub.remote import hub_push, is_hub
+
+    if is_hub(dst):
+        return hub_push(src, os.fspath(dst), revision=branch, message=message, tag=tag, private=private,
+                        token=token, progress=progress, storage_options=storage_options)
+    from lamina.repo.repository import Repo
+
+    return Repo(dst, storage_options=storage_options).push(src, branch or "main", message=message, tag=tag,
+                                                          author=author, storage_options=storage_options,
+                                                          progress=progress)
+
+
+def pull(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, overwrite: bool = False,
+         storage_options: Mapping[str, Any] | None = None, token: str | None = None,
+         progress: Progress | None = None) -> Artifact:
+    """Write revision ``src`` (``repo[@ref]`` or ``hf://org/name[@revision]``) to ``dst`` as a plain
+    snapshot directory, checking every file's sha256; from the hub through huggingface_hub's cache
+    (so ``HF_HUB_OFFLINE=1`` works once it is cached)."""
+    from lamina.hub.remote import hub_pull, is_hub
+
+    if is_hub(src):
+        return hub_pull(os.fspath(src), dst, overwrite=overwrite, token=token, progress=progress)
+    from lamina.repo.repository import Repo
+    from lamina.storage.locations import split_ref
+
+    base, ref = split_ref(src)
+    return Repo(base, storage_options=storage_options).pull(ref or "main", dst, overwrite=overwrite, progress=progress)

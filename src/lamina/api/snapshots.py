@@ -1,0 +1,150 @@
+"""``lamina.save`` and ``lamina.open``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from lamina._errors import NotFoundError
+from lamina.format.codec import MANIFEST_NAME
+from lamina.format.manifest import Manifest, ModelInfo, TrainingState
+from lamina.repo.targets import write_snapshot
+from lamina.snapshot.artifact import Artifact
+from lamina.snapshot.build import FileData, collect_for_save
+from lamina.snapshot.reader import read_manifest
+from lamina.storage.local import LocalStore
+
+__all__ = ["save", "open"]
+
+
+def save(
+    model_or_tensors: Any,
+    path: str | os.PathLike[str],
+    *,
+    optimizer: Any = None,
+    info: ModelInfo | Mapping[str, Any] | None = None,
+    training: TrainingState | Mapping[str, Any] | None = None,
+    files: Mapping[str, FileData] | None = None,
+    overwrite: bool = False,
+    layer_of: Callable[[str], str] | None = None,
+    durable: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+    message: str = "",
+) -> Artifact:
+    """Save a model (and optionally its optimizer) as a lamina snapshot directory, or as a new
+    revision of a repository.
+
+    A directory: one safetensors shard per layer into a temporary directory beside ``path``, the
+    manifest last, then one rename into place, so ``path`` never holds a partial snapshot.
+    A repository (a remote URI such as ``s3://bucket/models/bert``, a ``path@branch``, or an
+    existing local repository): shards are streamed into the repository one layer at a time,
+    layers it already holds are not uploaded, and the branch (default ``main``) moves last.
+
+    Args:
+        model_or_tensors: a ``torch.nn.Module`` or a mapping of names to torch tensors / numpy
+            arrays (bfloat16 and float8 numpy arrays via ``ml_dtypes``). Tensors sharing memory
+            exactly (tied weights) are stored once and recorded as aliases.
+        path: the snapshot directory to create, or a repository location (``...@branch``).
+        optimizer: a ``torch.optim.Optimizer`` over the model's parameters; its state is stored
+            by parameter name.
+        info: model information: a :class:`ModelInfo` or a mapping with its fields.
+        training: a :class:`TrainingState` or a mapping (step, epoch, metrics, extra).
+        files: extra files by relative path: bytes, a ``pathlib.Path`` to copy, or a dict
+            written as JSON.
+        overwrite: replace an existing snapshot at ``path`` (atomically on Linux).
+        layer_of: maps a tensor name to its layer; default: the name without its last dotted
+            component.
+        durable: fsync before committing (survives power loss, not only a killed process).
+        storage_options: fsspec options for a remote repository (see :class:`lamina.Repo`).
+        message: the revision message, when saving into a repository.
+
+    Returns:
+        The saved snapshot (for a repository: the new revision), opened.
+
+    Raises:
+        ExistsError: ``path`` exists and ``overwrite`` is False.
+        FormatError: an unsupported tensor, dtype, name, file or metadata value.
+
+    Example:
+        >>> import lamina, torch, tempfile, os
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 2))
+        >>> art = lamina.save(model, os.path.join(tempfile.mkdtemp(), "tiny"), info={"name": "tiny"})
+        >>> art.layers, art.info.name
+        (['0'], 'tiny')
+    """
+    collected, captured = collect_for_save(model_or_tensors, optimizer)
+    return write_snapshot(path, collected, optimizer=captured, info=info, training=training, files=files,
+                          overwrite=overwrite, layer_of=layer_of, durable=durable,
+                          storage_options=storage_options, message=message)
+
+
+def open(
+    path: str | os.PathLike[str],
+    *,
+    verify: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+    cache: bool | str | os.PathLike[str] | None = None,
+    max_concurrency: int | None = None,
+) -> Artifact:
+    """Open a snapshot lazily: reads and validates ``manifest.msgpack`` only; each later read
+    fetches only the bytes of the tensors asked for.
+
+    Args:
+        path: a snapshot directory; a snapshot on a remote store (``s3://bucket/snap``,
+            ``https://host/snap`` served by any static web server with Range support); a
+            repository revision, ``location@ref`` (``@main`` when a repository is named alone);
+            or a Hugging Face Hub revision, ``hf://org/name@revision`` (pinned to its commit).
+        verify: check the sha256 of every shard as it is read (reads whole shards); otherwise
+            reads check sizes and shard headers against the manifest.
+        storage_options: fsspec options for a remote store (s3fs: ``key``, ``secret``,
+            ``client_kwargs={"endpoint_url": ...}``; http: ``headers``, ``retries``, ``timeout``).
+        cache: remote only: whole shards are kept in a local cache keyed by sha256 (checked when
+            used), so a second read is local. ``True``/None: the default cache directory
+            (``$LAMINA_CACHE``, else ``~/.cache/lamina``); a path: that directory; ``False``: read
+            exact byte ranges, nothing kept.
+        max_concurrency: parallel requests for multi-shard reads (default: the backend's).
+
+    Raises:
+        NotFoundError: no snapshot at ``path``, or an unknown ref.
+        FormatError / UnsupportedVersionError / IntegrityError: a bad manifest.
+        StorageError: an unreachable or refusing server (after bounded retries).
+
+    Example:
+        >>> import lamina, numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "m")
+        >>> _ = lamina.save({"w": np.zeros(3, dtype="int8")}, path)
+        >>> lamina.open(path).keys()
+        ['w']
+    """
+    from lamina.format.repository import REPO_MARKER
+    from lamina.hub.remote import hub_open, is_hub
+    from lamina.storage.locations import is_remote, open_store, split_ref
+
+    if is_hub(path):
+        return hub_open(os.fspath(path), verify=verify, cache=cache, max_concurrency=max_concurrency)
+    base, ref = split_ref(path)
+    remote = is_remote(base)
+    store = open_store(base, storage_options)
+    if isinstance(store, LocalStore) and not store.root.is_dir():
+        raise NotFoundError(f"{base}: no such snapshot directory")
+    if ref is None:
+        try:
+            manifest: Manifest | None = read_manifest(store)[1]
+        except NotFoundError:
+            manifest = None
+        if manifest is not None:
+            if remote and cache is not False:
+                from lamina.snapshot.cache import BlobCache, CachedSnapshotStore
+
+                root = cache if isinstance(cache, (str, os.PathLike)) else None
+                store = CachedSnapshotStore(store, manifest.files, BlobCache(root))
+            return Artifact(store, manifest, verify=verify, max_workers=max_concurrency)
+    if store.exists(REPO_MARKER):
+        from lamina.repo.repository import Repo
+
+        repo = Repo(store, cache=cache if remote else False, max_concurrency=max_concurrency)
+        return repo.open(ref or "main", verify=verify)
+    if ref is not None:
+        raise NotFoundError(f"{base}: no lamina repository here (no {REPO_MARKER}), so {ref!r} names nothing")
+    raise NotFoundError(f"{store.location}: no {MANIFEST_NAME}; not a lamina snapshot (or an interrupted save)")

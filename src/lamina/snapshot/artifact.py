@@ -1,0 +1,257 @@
+"""Artifact: the lazy, read-only view of one snapshot."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from lamina._errors import (
+    FormatError,
+    IntegrityError,
+    NotFoundError,
+    StateMismatchError,
+)
+from lamina.format.codec import MANIFEST_NAME
+from lamina.format.manifest import (
+    Manifest,
+    ModelInfo,
+    OptimizerInfo,
+    TensorEntry,
+    TrainingState,
+)
+from lamina.frameworks.base import LoadReport
+from lamina.frameworks.torch import load_into_module
+from lamina.snapshot.reader import ShardReader, normalize_framework, read_manifest
+from lamina.storage.base import Store
+from lamina.storage.paths import check_relative_path
+
+__all__ = ["Artifact"]
+
+
+class Artifact:
+    """A snapshot opened with :func:`lamina.open`. Opening reads only the manifest; each method
+    reads only the bytes it needs.
+
+    Example:
+        >>> import lamina, numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "m")
+        >>> _ = lamina.save({"fc.weight": np.eye(2, dtype="float32")}, path, info={"name": "eye"})
+        >>> art = lamina.open(path)
+        >>> art.info.name, art.layers, art.tensor("fc.weight", framework="np").tolist()
+        ('eye', ['fc'], [[1.0, 0.0], [0.0, 1.0]])
+    """
+
+    def __init__(self, store: Store, manifest: Manifest, *, verify: bool = False,
+                 max_workers: int | None = None) -> None:
+        self._store = store
+        self._manifest = manifest
+        self._reader = ShardReader(store, manifest, verify=verify, max_workers=max_workers)
+        self._stored = {t.name: t for t in manifest.tensors}
+        self._resolve: dict[str, TensorEntry] = dict(self._stored)
+        for a in manifest.aliases:
+            self._resolve[a.name] = self._stored[a.target]
+        self._layer_of = {t.name: t.layer for t in manifest.tensors}
+        self._layer_of.update({a.name: a.layer for a in manifest.aliases})
+
+    # ------------------------------------------------------------------------ metadata
+    @property
+    def location(self) -> str:
+        return self._store.location
+
+    @property
+    def manifest(self) -> Manifest:
+        """The decoded manifest (every field of the format)."""
+        return self._manifest
+
+    @property
+    def format_version(self) -> str:
+        return "{}.{}".format(*self._manifest.format_version)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._manifest.info
+
+    @property
+    def training(self) -> TrainingState:
+        """Training state; an empty TrainingState when the snapshot recorded none."""
+        return self._manifest.training or TrainingState()
+
+    @property
+    def optimizer(self) -> OptimizerInfo | None:
+        return self._manifest.optimizer
+
+    @property
+    def layers(self) -> list[str]:
+        return self._manifest.layers
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Tied tensors: alias name -> the stored tensor it shares memory with."""
+        return {a.name: a.target for a in self._manifest.aliases}
+
+    @property
+    def files(self) -> list[str]:
+        return [f.path for f in self._manifest.files]
+
+    def keys(self) -> list[str]:
+        """Tensor names (stored tensors in source order, then aliases)."""
+        return list(self._resolve)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._resolve
+
+    def __len__(self) -> int:
+        return len(self._resolve)
+
+    def __repr__(self) -> str:
+        return (f"<lamina.Artifact {self.location!r} {self.info.name or ''} {len(self.layers)} layers, "
+                f"{len(self._resolve)} tensors>")
+
+    # ------------------------------------------------------------------------ tensors
+    def _entry(self, name: str) -> TensorEntry:
+        try:
+            return self._resolve[name]
+        except (KeyError, TypeError):
+            raise NotFoundError(f"no tensor {name!r} in {self.location}; see .keys()") from None
+
+    def tensor(self, name: str, framework: str = "pt") -> Any:
+        """One tensor (reads only its bytes, plus the shard header once).
+
+        Args:
+            name: a tensor name from :meth:`keys`.
+            framework: ``"pt"`` for a torch tensor, ``"np"`` for a numpy array.
+        """
+        entry = self._entry(name)
+        return self._reader.read([entry], normalize_framework(framework))[entry.name]
+
+    def layer(self, name: str, framework: str = "pt") -> dict[str, Any]:
+        """All tensors of one layer, by tensor name; reads only that layer's shard (an alias reads
+        the shard of the tensor it is tied to)."""
+        names = [n for n, layer in self._layer_of.items() if layer == name]
+        if not names:
+            raise NotFoundError(f"no layer {name!r} in {self.location}; see .layers")
+        return self._read_names(names, normalize_framework(framework))
+
+    def state_dict(self, framework: str = "pt") -> dict[str, Any]:
+        """Every tensor, by name; tied names share one tensor object."""
+        return self._read_names(list(self._resolve), normalize_framework(framework))
+
+    def _read_names(self, names: list[str], framework: str) -> dict[str, Any]:
+        stored = {self._resolve[n].name: self._resolve[n] for n in names}
+        tensors = self._reader.read(list(stored.values()), framework)
+        return {n: tensors[self._resolve[n].name] for n in names}
+
+    # ------------------------------------------------------------------------ torch
+    def load_into(self, module: Any, strict: bool = True) -> LoadReport:
+        """Copy the weights into a torch module's parameters and buffers, in place.
+
+        Args:
+            module: a ``torch.nn.Module`` with the same tensor names.
+            strict: raise :class:`lamina.StateMismatchError` (loading nothing) when any tensor
+                is missing, unexpected, or differs in dtype or shape; otherwise load what matches.
+
+        Returns:
+            A :class:`lamina.LoadReport`.
+        """
+        return load_into_module(self._reader, self._resolve, module, strict)
+
+    def load_optimizer(self, optimizer: Any, module: Any) -> None:
+        """Restore torch optimizer state saved with ``lamina.save(..., optimizer=...)``, matching
+        parameters by name through ``module`` (so parameter order does not matter)."""
+        from lamina.frameworks.optim import restore_optimizer
+
+        if self._manifest.optimizer is None:
+            raise StateMismatchError(f"{self.location} holds no optimizer state")
+        restore_optimizer(self._manifest.optimizer, optimizer, module,
+                          lambda entries: self._reader.read(entries, "pt"))
+
+    def optimizer_state(self, framework: str = "pt") -> dict[str, dict[str, Any]]:
+        """Optimizer state by parameter name: ``{param: {slot: tensor or scalar}}`` (framework-neutral,
+        e.g. for converters); parameters without state are absent."""
+        info = self._manifest.optimizer
+        if info is None:
+            raise StateMismatchError(f"{self.location} holds no optimizer state")
+        entries = [t for s in info.state for t in s.tensors.values()]
+        tensors = self._reader.read(entries, normalize_framework(framework))
+        return {s.param: {**{slot: tensors[t.name] for slot, t in s.tensors.items()},
+                          **{slot: scalar.value for slot, scalar in s.scalars.items()}} for s in info.state}
+
+    def optimizer_state_dict(self) -> dict[str, Any]:
+        """The optimizer state as a torch ``Optimizer.state_dict()`` (ids in the saved group
+        order, ``param_names`` recorded), e.g. for ``torch.save`` or an optimizer built in that order.
+
+        Example:
+            >>> import lamina, torch, tempfile, os
+            >>> model = torch.nn.Linear(2, 1)
+            >>> opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+            >>> model(torch.ones(1, 2)).sum().backward(); opt.step()
+            >>> path = os.path.join(tempfile.mkdtemp(), "m")
+            >>> sd = lamina.save(model, path, optimizer=opt).optimizer_state_dict()
+            >>> sd["param_groups"][0]["param_names"], sorted(sd["state"][0])
+            (['weight', 'bias'], ['momentum_buffer'])
+        """
+        from lamina.frameworks.optim import build_state_dict
+
+        info = self._manifest.optimizer
+        if info is None:
+            raise StateMismatchError(f"{self.location} holds no optimizer state")
+        return build_state_dict(info, [list(g.params) for g in info.param_groups],
+                                lambda entries: self._reader.read(entries, "pt"))
+
+    # ------------------------------------------------------------------------ files
+    def manifest_bytes(self) -> bytes:
+        """The manifest's bytes as stored now (the snapshot id is their sha256), checked to be the
+        manifest this Artifact was opened with: a snapshot rewritten since is an IntegrityError."""
+        from lamina.format.codec import encode_manifest
+
+        if not self._store.exists(MANIFEST_NAME):
+            return encode_manifest(self._manifest)
+        data, manifest = read_manifest(self._store)
+        if manifest != self._manifest:
+            raise IntegrityError(f"{self.location}: the snapshot was rewritten after it was opened; open it again",
+                                 [(MANIFEST_NAME, "changed since opened")])
+        return data
+
+    def read_file(self, path: str) -> bytes:
+        """An extra file's bytes (e.g. ``config.json``), checked against its sha256."""
+        check_relative_path(path)
+        if path not in self._reader.files:
+            raise NotFoundError(f"no file {path!r} in {self.location}; files: {', '.join(self.files)}")
+        return self._reader.read_file_verified(path)
+
+    def verify(self) -> None:
+        """Check every file's size and sha256, every shard header, and that no unlisted file
+        exists — on the storage itself, bypassing any local cache. Raises
+        :class:`lamina.IntegrityError` listing every bad file."""
+        store = self._store.source()
+        reader = self._reader if store is self._store else ShardReader(store, self._manifest)
+        problems: list[tuple[str, str]] = []
+        for f in self._manifest.files:
+            try:
+                size = store.size(f.path)
+            except NotFoundError:
+                problems.append((f.path, "missing"))
+                continue
+            except FormatError as exc:  # not a regular file
+                problems.append((f.path, str(exc)))
+                continue
+            if size != f.size:
+                problems.append((f.path, f"size {size}, expected {f.size}"))
+                continue
+            sha = hashlib.sha256()
+            for chunk in store.iter_chunks(f.path):
+                sha.update(chunk)
+            if sha.hexdigest() != f.sha256:
+                problems.append((f.path, "sha256 mismatch"))
+                continue
+            if f.role in ("weights", "optimizer"):
+                try:
+                    reader.check_shard(f.path)
+                except IntegrityError as exc:
+                    problems.append((f.path, str(exc)))
+        listed = {f.path for f in self._manifest.files} | {MANIFEST_NAME}
+        if store.can_list:
+            problems += [(p, "not listed in the manifest") for p in store.list() if p not in listed]
+        if problems:
+            detail = "; ".join(f"{p}: {why}" for p, why in problems)
+            raise IntegrityError(f"{self.location}: {len(problems)} file(s) failed verification: {detail}", problems)

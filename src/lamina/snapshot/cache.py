@@ -1,0 +1,157 @@
+"""Read-only Store views that present one snapshot's files.
+
+``BlobSnapshotStore`` maps snapshot paths to the content-addressed blobs of a repository;
+``CachedSnapshotStore`` serves whole files from a local cache keyed by sha256, fetching each from
+the remote store once. Both sit between the ShardReader and a backend, so the reader stays the same
+for local directories, remote snapshots and repository revisions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from lamina._errors import IntegrityError, NotFoundError, StorageError
+from lamina.format.manifest import FileEntry
+from lamina.format.repository import blob_path
+from lamina.storage.base import Store
+from lamina.storage.local import LocalStore, open_regular
+
+__all__ = ["BlobSnapshotStore", "CachedSnapshotStore", "BlobCache", "default_cache_dir"]
+
+
+def default_cache_dir() -> Path:
+    """``$LAMINA_CACHE``, else ``$XDG_CACHE_HOME/lamina``, else ``~/.cache/lamina``."""
+    if os.environ.get("LAMINA_CACHE"):
+        return Path(os.environ["LAMINA_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lamina"
+
+
+class BlobCache:
+    """Whole files by sha256 under ``root/blobs/sha256/<h[:2]>/<h>`` (the repository blob layout).
+
+    An entry is hashed while it is downloaded and again the first time this process uses it, so a
+    truncated or corrupted entry is detected, deleted and fetched again.
+    """
+
+    _verified: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) checked in this process
+    _locks: dict[str, threading.Lock] = {}
+    _guard = threading.Lock()
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.store = LocalStore(self.root)
+        self.fetched_bytes = 0
+
+    def _lock(self, sha256: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(sha256, threading.Lock())
+
+    def _good(self, path: Path, size: int, sha256: str) -> bool:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return False
+        key = str(path)
+        if self._verified.get(key) == (stat.st_size, stat.st_mtime_ns):
+            return True
+        if stat.st_size != size or _file_sha256(path) != sha256:
+            path.unlink(missing_ok=True)  # corrupted or truncated: fetch again
+            return False
+        self._verified[key] = (stat.st_size, stat.st_mtime_ns)
+        return True
+
+    def path_for(self, entry: FileEntry, source: Store) -> Path:
+        """The local path of ``entry``'s bytes, fetched from ``source`` if not cached (or bad)."""
+        path = self.root / blob_path(entry.sha256)
+        with self._lock(entry.sha256):
+            if self._good(path, entry.size, entry.sha256):
+                return path
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create the cache directory {path.parent}: {exc.strerror}") from None
+            tmp = path.parent / f".lamina-{os.getpid()}-{secrets.token_hex(6)}"
+            sha, size = hashlib.sha256(), 0
+            try:
+                with open(tmp, "wb") as f:
+                    for chunk in source.iter_chunks(entry.path):
+                        size += len(chunk)
+                        if size > entry.size:  # never store (or wait for) more than the manifest lists
+                            break
+                        sha.update(chunk)
+                        f.write(chunk)
+                if size != entry.size or sha.hexdigest() != entry.sha256:
+                    raise IntegrityError(f"{source.location}/{entry.path}: downloaded {size} bytes that do not match "
+                                         f"the manifest's size and sha256", [(entry.path, "sha256 mismatch")])
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            self.fetched_bytes += size
+            stat = path.stat()
+            self._verified[str(path)] = (stat.st_size, stat.st_mtime_ns)
+            return path
+
+
+def _file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open_regular(path) as f:
+        while chunk := f.read(16 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+class CachedSnapshotStore(Store):
+    """A remote snapshot whose listed files are read through a :class:`BlobCache`."""
+
+    read_only = True
+
+    def __init__(self, inner: Store, files: tuple[FileEntry, ...], cache: BlobCache) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.location = inner.location
+        self.can_list = inner.can_list
+        self.max_concurrency = inner.max_concurrency
+        self._files = {f.path: f for f in files}
+        self._local = LocalStore(cache.root)
+
+    def _cached(self, path: str) -> str:
+        entry = self._files.get(path)
+        if entry is None:
+            raise NotFoundError(f"{self.location}: no file {path!r} in this snapshot")
+        return self.cache.path_for(entry, self.inner).relative_to(self.cache.root).as_posix()
+
+    def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
+        if path not in self._files:
+            return self.inner.read(path, start, end)  # the manifest itself: never cached (it may change)
+        return self._local.read(self._cached(path), start, end)
+
+    def read_limited(self, path: str, limit: int) -> bytes:
+        if path not in self._files:
+            return self.inner.read_limited(path, limit)
+        return self._local.read_limited(self._cached(path), limit)
+
+    def read_into(self, path: str, ranges: list[tuple[int, memoryview]]) -> None:
+        self._local.read_into(self._cached(path), ranges)
+
+    def iter_chunks(self, path: str, chunk_size: int = 16 << 20) -> Iterator[bytes]:
+        return self._local.iter_chunks(self._cached(path), chunk_size)
+
+    def size(self, path: str) -> int:
+        if path not in self._files:
+            return self.inner.size(path)
+        return self._local.size(self._cached(path))
+
+    def exists(self, path: str) -> bool:
+        return path in self._files or self.inner.exists(path)
+
+    def list(self, prefix: str = "") -> list[str]:
+        return self.inner.list(prefix)
+
+    def source(self) -> Store:
+        return self.inner.source()

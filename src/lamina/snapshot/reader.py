@@ -1,0 +1,178 @@
+"""ShardReader: reads tensors named in a manifest from a Store, checking what it reads.
+
+Before the first read from a shard it checks the file's size against the manifest and that the
+shard's own header agrees with the manifest (names, dtypes, shapes, byte ranges) — one bounded
+header read per shard. With ``verify=True`` every shard is read whole and its sha256 checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lamina._errors import FormatError, IntegrityError, NotFoundError
+from lamina._parallel import run_parallel
+from lamina.format.codec import MANIFEST_NAME, MAX_MANIFEST_BYTES, decode_manifest
+from lamina.format.dtypes import numpy_dtype, torch_dtype
+from lamina.format.manifest import FileEntry, Manifest, TensorEntry
+from lamina.format.shards import plan_shard, read_header
+from lamina.storage.base import Store
+
+__all__ = ["ShardReader", "allocate", "read_manifest", "FRAMEWORKS"]
+
+FRAMEWORKS = {"pt": "pt", "torch": "pt", "np": "np", "numpy": "np"}
+
+
+def normalize_framework(framework: str) -> str:
+    try:
+        return FRAMEWORKS[framework]
+    except (KeyError, TypeError):
+        raise FormatError(f"framework must be 'pt' or 'np', got {framework!r}") from None
+
+
+def allocate(entry: TensorEntry, framework: str) -> tuple[Any, memoryview]:
+    """An empty tensor for ``entry`` and a writable byte view of its memory."""
+    if framework == "pt":
+        import torch
+
+        t = torch.empty(entry.shape, dtype=torch_dtype(entry.dtype))
+        return t, memoryview(t.reshape(-1).view(torch.uint8).numpy())
+    import numpy as np
+
+    arr = np.empty(entry.shape, dtype=numpy_dtype(entry.dtype))
+    return arr, memoryview(arr.reshape(-1).view(np.uint8))
+
+
+def read_manifest(store: Store, path: str = MANIFEST_NAME) -> tuple[bytes, Manifest]:
+    """A manifest's bytes and decoded form; a file over the manifest size limit is refused before
+    it is read (spec §4)."""
+    data = store.read_limited(path, MAX_MANIFEST_BYTES)
+    return data, decode_manifest(data, f"{store.location}/{path}")
+
+
+def _entries_by_file(manifest: Manifest) -> dict[str, list[TensorEntry]]:
+    by_file: dict[str, list[TensorEntry]] = defaultdict(list)
+    for t in manifest.tensors:
+        by_file[t.file].append(t)
+    if manifest.optimizer is not None:
+        for s in manifest.optimizer.state:
+            for t in s.tensors.values():
+                by_file[t.file].append(t)
+    return by_file
+
+
+class ShardReader:
+    def __init__(self, store: Store, manifest: Manifest, *, verify: bool = False,
+                 max_workers: int | None = None) -> None:
+        self.store = store
+        self.max_workers = max_workers or store.max_concurrency
+        self.manifest = manifest
+        self.verify = verify
+        self.files: dict[str, FileEntry] = {f.path: f for f in manifest.files}
+        self._expected = _entries_by_file(manifest)
+        self._checked: set[str] = set()
+
+    def _missing(self, path: str) -> IntegrityError:
+        return IntegrityError(f"{path}: listed in the manifest but missing from {self.store.location}",
+                              [(path, "missing")])
+
+    def _planned_header(self, path: str) -> bytes:
+        """The exact header the manifest implies for ``path`` (spec §5.1), after checking that the
+        manifest's byte ranges are the ones the layout gives."""
+        expected = self._expected.get(path, [])
+        header, planned = plan_shard([(t.name, t.dtype, t.shape) for t in expected])
+        ranges = {e.name: (e.begin, e.end) for e in planned}
+        for t in expected:
+            if ranges[t.name] != (t.begin, t.end):
+                raise IntegrityError(f"{path}: the manifest's byte range for {t.name!r} is not the one the shard "
+                                     f"layout gives ({ranges[t.name]})", [(path, "manifest range mismatch")])
+        return header
+
+    def check_shard(self, path: str, prefix_until: int = 0) -> bytes | None:
+        """Size and header agreement with the manifest, once per shard. With ``prefix_until``, the
+        same single request also fetches the file's bytes up to that offset, and returns them."""
+        if path in self._checked:
+            return None
+        recorded = self.files[path]
+        # The layout is deterministic (spec §5.1), so the manifest fixes the header byte for byte:
+        # one bounded read proves the shard holds exactly these tensors at these offsets.
+        header = self._planned_header(path)
+        try:
+            prefix, size = self.store.read_prefix(path, max(len(header), prefix_until))
+        except NotFoundError:
+            raise self._missing(path) from None
+        if size != recorded.size:
+            raise IntegrityError(f"{path}: {size} bytes on storage, manifest says {recorded.size} "
+                                 f"({'truncated' if size < recorded.size else 'grown'}); run `lamina verify`",
+                                 [(path, "size mismatch")])
+        if prefix[: len(header)] != header:
+            try:
+                _, found = read_header(lambda a, b: self.store.read(path, a, b), size, path)
+            except FormatError as exc:
+                raise IntegrityError(f"{exc} (the shard does not match the manifest)",
+                                     [(path, "bad header")]) from None
+            expected = self._expected.get(path, [])
+            wrong = [t.name for t in expected if t.name not in found or (found[t.name].dtype, found[t.name].shape,
+                     found[t.name].begin, found[t.name].end) != (t.dtype, t.shape, t.begin, t.end)]
+            detail = f"entries for {wrong} differ" if wrong else "header bytes differ"
+            raise IntegrityError(f"{path}: shard header disagrees with the manifest ({detail}); run `lamina verify`",
+                                 [(path, "header mismatch")])
+        self._checked.add(path)
+        return prefix if prefix_until else None
+
+    def read_file_verified(self, path: str) -> bytes:
+        """A whole file, checked against its recorded size and sha256."""
+        recorded = self.files[path]
+        try:
+            data = self.store.read(path, 0, recorded.size + 1)  # one byte more proves the file longer
+        except NotFoundError:
+            raise self._missing(path) from None
+        if len(data) != recorded.size or hashlib.sha256(data).hexdigest() != recorded.sha256:
+            raise IntegrityError(f"{path}: content does not match the manifest's sha256; run `lamina verify`",
+                                 [(path, "sha256 mismatch")])
+        return data
+
+    def read(
+        self,
+        entries: Sequence[TensorEntry],
+        framework: str,
+        destination: Callable[[TensorEntry], memoryview | None] = lambda e: None,
+    ) -> dict[str, Any]:
+        """Read entries, grouped by file, files in parallel. ``destination`` may supply a buffer to
+        fill in place (e.g. a module parameter); then the returned dict holds None for that entry."""
+        out: dict[str, Any] = {}
+        by_file: dict[str, list[TensorEntry]] = defaultdict(list)
+        for e in entries:
+            by_file[e.file].append(e)
+
+        def load(path: str) -> None:
+            prefix = None
+            if self.store.remote and not self.verify and path not in self._checked:
+                # Remote: when the wanted tensors follow the header without a gap (a whole layer),
+                # one request checks size and header and brings the data.
+                spans = sorted((e.begin, e.end) for e in by_file[path] if e.nbytes)
+                if spans and spans[0][0] == len(self._planned_header(path)) and all(
+                        x[1] == y[0] for x, y in zip(spans, spans[1:])):
+                    got = self.check_shard(path, prefix_until=spans[-1][1])
+                    prefix = memoryview(got) if got is not None else None  # None: another thread checked it
+            self.check_shard(path)  # before allocating: sizes are now proven by the file itself
+            ranges = []
+            for e in by_file[path]:
+                buffer = destination(e)
+                if buffer is None:
+                    out[e.name], buffer = allocate(e, framework)
+                else:
+                    out[e.name] = None
+                if e.nbytes:
+                    ranges.append((e.begin, buffer))
+            if self.verify or prefix is not None:
+                data = prefix if prefix is not None else memoryview(self.read_file_verified(path))
+                for start, buffer in ranges:
+                    buffer[:] = data[start : start + len(buffer)]
+            else:
+                self.store.read_into(path, sorted(ranges, key=lambda r: r[0]))
+
+        run_parallel(load, list(by_file), self.max_workers)
+        return out
