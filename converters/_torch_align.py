@@ -64,6 +64,8 @@ def _search(n: int, sizes: Sequence[int], fits: Callable[[int, int, int], bool],
     lead to the end (``succ`` keeps one way on), and reaching it again by another path is a
     second solution.
     """
+    # One iterative walk, kept whole (~100 lines): the state encoding, the dead/leads-on memo and
+    # the explicit stack are shared by every step, and splitting them apart hides the invariant.
     k, total = len(sizes), sum(sizes)
     budget[0] -= k * n + total
     if budget[0] < 0:

@@ -19,11 +19,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import lamina
 from lamina._errors import FormatError, LaminaError, NotFoundError, UnsafeInputError
-from lamina.frameworks.base import Collected, tensor_source
+from lamina.frameworks.base import Collected
+from lamina.frameworks.collect import tensor_source
 from lamina.frameworks.optim import CapturedOptimizer
+from lamina.repo.repository import open_location
 from lamina.repo.targets import write_snapshot
+from lamina.snapshot.artifact import Artifact
 from lamina.snapshot.writer import atomic_file_write, check_file_destination
 
 from ._keras_input import H5Data, check_h5, read_archive
@@ -288,12 +290,14 @@ def to_lamina(
     overwrite: bool = False,
     durable: bool = True,
     progress: Callable[[int, int], None] | None = None,
-) -> lamina.Artifact:
+) -> Artifact:
     """Convert a ``.keras`` archive (or a legacy full-model ``.h5``) to a snapshot, without TensorFlow.
 
     Args:
         include_optimizer: regroup the saved optimizer variables by parameter (default).
     """
+    # Kept as one function (~85 lines with the docstring): it reads as the archive's order —
+    # archive, config, weights, optimizer, layout, write — and each step is a helper call.
     import h5py
 
     src_path = Path(src)
@@ -368,7 +372,7 @@ def to_lamina(
 
 
 # ------------------------------------------------------------------------------------ writing
-def _h5_bytes(art: lamina.Artifact, layout: Mapping[str, Any]) -> bytes:
+def _h5_bytes(art: Artifact, layout: Mapping[str, Any]) -> bytes:
     import h5py
     import numpy as np
 
@@ -402,7 +406,7 @@ def _h5_bytes(art: lamina.Artifact, layout: Mapping[str, Any]) -> bytes:
 
 
 def from_lamina(
-    src: str | os.PathLike[str] | lamina.Artifact,
+    src: str | os.PathLike[str] | Artifact,
     dst: str | os.PathLike[str],
     *,
     overwrite: bool = False,
@@ -412,7 +416,7 @@ def from_lamina(
     The result loads with ``keras.models.load_model(dst)`` (safe mode on) and predicts bitwise
     like the original; with optimizer state, training continues identically.
     """
-    art = src if isinstance(src, lamina.Artifact) else lamina.open(src)
+    art = src if isinstance(src, Artifact) else open_location(src)
     check_file_destination(dst, overwrite=overwrite)
     missing = [f for f in (f"{PREFIX}config.json", LAYOUT) if f not in art.files]
     if missing:

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lamina
 from lamina._errors import FormatError
-from lamina.frameworks.base import Collected, tensor_source
+from lamina.frameworks.base import Collected
+from lamina.frameworks.collect import tensor_source
+from lamina.repo.repository import open_location
 from lamina.repo.targets import write_snapshot
+from lamina.snapshot.artifact import Artifact
 from lamina.snapshot.writer import atomic_file_write, check_file_destination
 
 from ._onnx_model import (  # noqa: F401
@@ -108,7 +110,7 @@ def to_lamina(
     overwrite: bool = False,
     durable: bool = True,
     progress: Callable[[int, int], None] | None = None,
-) -> lamina.Artifact:
+) -> Artifact:
     """Convert an ONNX model (with or without external data) to a snapshot.
 
     Example:
@@ -136,7 +138,7 @@ def to_lamina(
 
 
 def from_lamina(
-    src: str | os.PathLike[str] | lamina.Artifact,
+    src: str | os.PathLike[str] | Artifact,
     dst: str | os.PathLike[str],
     *,
     onnx_template: str | os.PathLike[str] | None = None,
@@ -161,7 +163,7 @@ def from_lamina(
     Returns:
         An :class:`OnnxExport` (a path-like) listing replaced and unmatched names.
     """
-    art = src if isinstance(src, lamina.Artifact) else lamina.open(src)
+    art = src if isinstance(src, Artifact) else open_location(src)
     dst_path = Path(dst)
     data_path = dst_path.parent / f"{dst_path.name}.data"
     check_file_destination(dst_path, overwrite=overwrite)
@@ -211,7 +213,7 @@ def from_lamina(
     return result
 
 
-def _fill_arrays(art: lamina.Artifact, inits: list[Any], template: Path | None, result: OnnxExport) -> list[Any]:
+def _fill_arrays(art: Artifact, inits: list[Any], template: Path | None, result: OnnxExport) -> list[Any]:
     """The array for each initializer, in order: the snapshot's tensor of that name, else the
     template's own data, else (snapshots converted before subgraph weights became tensors) the
     data the kept graph still holds inline. Records replaced and unmatched names in ``result``."""

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lamina
 from lamina._errors import (
     FormatError,
     NotFoundError,
@@ -30,9 +29,11 @@ from lamina._errors import (
     UnsafeInputError,
 )
 from lamina.format.manifest import plain_value
-from lamina.frameworks.base import collect_tensors
-from lamina.frameworks.optim import capture_state_dict, state_dict_ids
+from lamina.frameworks.collect import collect_tensors
+from lamina.frameworks.torch import capture_state_dict, state_dict_ids
+from lamina.repo.repository import open_location
 from lamina.repo.targets import write_snapshot
+from lamina.snapshot.artifact import Artifact
 from lamina.snapshot.training_state import (
     TRAINING_TENSORS,
     pack_training_extra,
@@ -250,9 +251,9 @@ def _first_key(obj: Mapping[str, Any], keys: Sequence[str]) -> str | None:
 
 def _interpret(obj: Any, path: Path, optimizer_index: int | None) -> _Parsed:
     """Find the model, optimizer and training state in a loaded checkpoint."""
-    from lamina.frameworks.base import is_torch_module
+    import torch
 
-    if is_torch_module(obj):  # only reachable with trust_pickle: a whole pickled module
+    if isinstance(obj, torch.nn.Module):  # only reachable with trust_pickle: a whole pickled module
         return _Parsed(model=dict(obj.state_dict()))
     if _is_tensor_dict(obj):
         return _Parsed(model=dict(obj))
@@ -396,7 +397,7 @@ def to_lamina(
     overwrite: bool = False,
     durable: bool = True,
     progress: Callable[[int, int], None] | None = None,
-) -> lamina.Artifact:
+) -> Artifact:
     """Convert a torch pickle checkpoint (file or Hugging Face sharded directory) to a snapshot.
 
     Args:
@@ -457,7 +458,7 @@ def to_lamina(
                           after_shard=PageReleaser(mapped) if clean else None)
 
 
-def _checkpoint(art: lamina.Artifact) -> dict[str, Any]:
+def _checkpoint(art: Artifact) -> dict[str, Any]:
     out: dict[str, Any] = {"model": art.state_dict("pt")}
     if art.optimizer is not None:
         out["optimizer"] = art.optimizer_state_dict()
@@ -477,7 +478,7 @@ def _checkpoint(art: lamina.Artifact) -> dict[str, Any]:
 
 
 def from_lamina(
-    src: str | os.PathLike[str] | lamina.Artifact,
+    src: str | os.PathLike[str] | Artifact,
     dst: str | os.PathLike[str],
     *,
     checkpoint: bool = False,
@@ -502,7 +503,7 @@ def from_lamina(
     """
     import torch
 
-    art = src if isinstance(src, lamina.Artifact) else lamina.open(src)
+    art = src if isinstance(src, Artifact) else open_location(src)
     check_file_destination(dst, overwrite=overwrite)  # fail before reading the snapshot
     obj: Any = _checkpoint(art) if checkpoint else art.state_dict("pt")
     # protocol 2: torch's weights-only unpickler rejects protocol-4 opcodes

@@ -15,7 +15,8 @@ from lamina.api.snapshots import open, save
 from lamina.format.manifest import FORMAT_VERSION, ModelInfo, TrainingState
 from lamina.format.repository import Revision
 from lamina.frameworks.base import LoadReport, TensorMismatch
-from lamina.repo.repository import FsckReport, GcResult, Repo
+from lamina.repo.maintenance import FsckReport, GcResult
+from lamina.repo.repository import Repo
 from lamina.snapshot.artifact import Artifact
 from lamina.snapshot.diff import LayerDiff, SnapshotDiff
 from lamina.snapshot.transfer import PushResult

@@ -6,6 +6,8 @@ from typing import Any
 
 from lamina.snapshot.diff import SnapshotDiff, diff_manifests
 
+__all__ = ["diff"]
+
 
 def diff(a: Any, b: Any, *, storage_options: Any = None) -> SnapshotDiff:
     """Compare two snapshots: Artifacts, or anything :func:`lamina.open` accepts (paths, URIs,

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from lamina.repo.repository import open_location
 from lamina.snapshot.artifact import Artifact
 from lamina.snapshot.transfer import Progress, PushResult
 
@@ -41,6 +42,8 @@ def push(src: str | os.PathLike[str] | Artifact, dst: str | os.PathLike[str], *,
     from lamina.hub.remote import hub_push, is_hub
 
     if is_hub(dst):
+        if not isinstance(src, Artifact):  # any location lamina can open: a repository ref too
+            src = open_location(src, storage_options=storage_options)
         return hub_push(src, os.fspath(dst), revision=branch, message=message, tag=tag, private=private,
                         token=token, progress=progress, storage_options=storage_options)
     from lamina.repo.repository import Repo

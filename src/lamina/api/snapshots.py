@@ -6,14 +6,11 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lamina._errors import NotFoundError
-from lamina.format.codec import MANIFEST_NAME
-from lamina.format.manifest import Manifest, ModelInfo, TrainingState
+from lamina.format.manifest import ModelInfo, TrainingState
+from lamina.repo.repository import open_location
 from lamina.repo.targets import write_snapshot
 from lamina.snapshot.artifact import Artifact
 from lamina.snapshot.build import FileData, collect_for_save
-from lamina.snapshot.reader import read_manifest
-from lamina.storage.local import LocalStore
 
 __all__ = ["save", "open"]
 
@@ -117,34 +114,5 @@ def open(
         >>> lamina.open(path).keys()
         ['w']
     """
-    from lamina.format.repository import REPO_MARKER
-    from lamina.hub.remote import hub_open, is_hub
-    from lamina.storage.locations import is_remote, open_store, split_ref
-
-    if is_hub(path):
-        return hub_open(os.fspath(path), verify=verify, cache=cache, max_concurrency=max_concurrency)
-    base, ref = split_ref(path)
-    remote = is_remote(base)
-    store = open_store(base, storage_options)
-    if isinstance(store, LocalStore) and not store.root.is_dir():
-        raise NotFoundError(f"{base}: no such snapshot directory")
-    if ref is None:
-        try:
-            manifest: Manifest | None = read_manifest(store)[1]
-        except NotFoundError:
-            manifest = None
-        if manifest is not None:
-            if remote and cache is not False:
-                from lamina.snapshot.cache import BlobCache, CachedSnapshotStore
-
-                root = cache if isinstance(cache, (str, os.PathLike)) else None
-                store = CachedSnapshotStore(store, manifest.files, BlobCache(root))
-            return Artifact(store, manifest, verify=verify, max_workers=max_concurrency)
-    if store.exists(REPO_MARKER):
-        from lamina.repo.repository import Repo
-
-        repo = Repo(store, cache=cache if remote else False, max_concurrency=max_concurrency)
-        return repo.open(ref or "main", verify=verify)
-    if ref is not None:
-        raise NotFoundError(f"{base}: no lamina repository here (no {REPO_MARKER}), so {ref!r} names nothing")
-    raise NotFoundError(f"{store.location}: no {MANIFEST_NAME}; not a lamina snapshot (or an interrupted save)")
+    return open_location(path, verify=verify, storage_options=storage_options, cache=cache,
+                         max_concurrency=max_concurrency)

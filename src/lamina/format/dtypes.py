@@ -120,9 +120,3 @@ def numpy_dtype(code: str) -> Any:
 
         return np.dtype(getattr(ml_dtypes, name))
 
-
-def torch_dtype(code: str) -> Any:
-    """The torch dtype for a code."""
-    import torch
-
-    return getattr(torch, dtype_info(code).torch)

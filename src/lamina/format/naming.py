@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["default_layer", "encode_layer", "check_relative_path", "MAX_COMPONENT_BYTES", "MAX_PATH_BYTES"]
+__all__ = ["default_layer", "encode_layer", "MAX_STEM_BYTES"]
 
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
 _WINDOWS_DEVICES = frozenset(

@@ -1,43 +1,40 @@
-"""What ``save`` accepts, normalised: named tensors as (dtype, shape, bytes), tied aliases, framework.
+"""The framework adapter interface, and the framework-neutral shapes that cross it.
 
-torch is never imported here: a torch object can only exist if the caller already imported it.
+An adapter is the only code that touches a framework's objects. The rest of lamina sees
+:class:`TensorSource` (a named tensor to write: dtype code, shape, and a way to get its bytes),
+:class:`Collected` (a model's tensors with ties resolved) and :class:`LoadReport`, and asks the
+adapter for the few operations below. The interface is written so that Keras 3 (one adapter for
+its TensorFlow, torch and JAX backends: variables expose ``path``, ``value``, ``assign``) and a
+distributed torch state dict (DTensor: ``tensor_bytes`` of the local shard, ``empty`` on the
+right device) can implement it.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina._errors import FormatError
-from lamina.format.dtypes import DType, from_numpy, from_torch
+from lamina.format.dtypes import DType
 
-__all__ = ["TensorSource", "Collected", "collect_tensors", "tensor_source", "is_torch_tensor", "is_torch_module"]
+if TYPE_CHECKING:
+    from lamina.format.manifest import OptimizerInfo, TensorEntry
+    from lamina.frameworks.optim import CapturedOptimizer
 
-
-def _torch() -> Any:
-    return sys.modules.get("torch")
-
-
-def is_torch_tensor(value: Any) -> bool:
-    torch = _torch()
-    return torch is not None and isinstance(value, torch.Tensor)
-
-
-def is_torch_module(value: Any) -> bool:
-    torch = _torch()
-    return torch is not None and isinstance(value, torch.nn.Module)
+__all__ = ["FrameworkAdapter", "TensorSource", "Collected", "TensorReader", "LoadReport", "TensorMismatch"]
 
 
 @dataclass(frozen=True)
 class TensorSource:
-    """A named tensor to be written; ``obj`` is a torch tensor or a numpy array."""
+    """A named tensor to be written; ``obj`` is the framework's tensor, ``adapter`` its adapter."""
 
     name: str
     dtype: DType
     shape: tuple[int, ...]
     obj: Any
+    adapter: FrameworkAdapter = field(compare=False, repr=False)
 
     @property
     def nbytes(self) -> int:
@@ -48,95 +45,115 @@ class TensorSource:
 
     def buffer(self) -> memoryview:
         """Little-endian C-order bytes; a zero-copy view for contiguous CPU tensors."""
-        obj = self.obj
-        if is_torch_tensor(obj):
-            import torch
-
-            t = obj.detach()
-            if t.device.type != "cpu":
-                t = t.cpu()
-            t = t.resolve_conj().resolve_neg().contiguous()
-            return memoryview(t.reshape(-1).view(torch.uint8).numpy())
-        import numpy as np
-
-        arr = np.ascontiguousarray(obj)
-        if arr.dtype.byteorder == ">":
-            arr = arr.astype(arr.dtype.newbyteorder("<"))
-        return memoryview(arr.reshape(-1).view(np.uint8))
+        return self.adapter.tensor_bytes(self.obj)
 
 
 @dataclass
 class Collected:
+    """A model's (or mapping's) tensors, ready to write."""
+
     tensors: list[TensorSource]
     aliases: dict[str, str]  # alias name -> stored tensor name
-    framework: dict[str, str]
-    parameter_names: dict[int, str] = field(default_factory=dict)  # id(parameter) -> name (modules)
+    framework: dict[str, str]  # {"name", "version"} of the source framework
+    parameter_names: dict[int, str] = field(default_factory=dict)  # id(parameter) -> name (models)
 
 
-def tensor_source(name: Any, value: Any) -> tuple[TensorSource, tuple | None]:
-    if not isinstance(name, str) or not name:
-        raise FormatError(f"tensor names must be non-empty strings, got {name!r}")
-    if is_torch_tensor(value):
-        if value.is_sparse or value.layout != _torch().strided:
-            raise FormatError(f"tensor {name!r} has layout {value.layout}; convert it with .to_dense() first")
-        if value.device.type == "meta":
-            raise FormatError(f"tensor {name!r} is on the meta device and has no data to save")
-        dtype = from_torch(value.dtype, f"tensor {name!r}")
-        key = None
-        if value.numel():
-            key = ("pt", value.device.type, value.untyped_storage().data_ptr(), value.storage_offset(),
-                   tuple(value.shape), tuple(value.stride()), value.dtype)
-        return TensorSource(name, dtype, tuple(value.shape), value), key
-    import numpy as np
+class TensorReader(ABC):
+    """What an adapter needs from the snapshot reader to load a model in place."""
 
-    if isinstance(value, np.ndarray) or isinstance(value, np.generic):
-        arr = np.asarray(value)
-        dtype = from_numpy(arr.dtype, f"tensor {name!r}")
-        key = None
-        if arr.size:
-            key = ("np", arr.__array_interface__["data"][0], arr.shape, arr.strides, arr.dtype.str)
-        return TensorSource(name, dtype, tuple(arr.shape), arr), key
-    raise FormatError(f"tensor {name!r} is a {type(value).__name__}; expected a torch tensor or numpy array")
+    @abstractmethod
+    def read(self, entries: Sequence[TensorEntry], framework: str,
+             destination: Callable[[TensorEntry], memoryview | None] = lambda e: None) -> dict[str, Any]:
+        """Tensors for ``entries`` as ``framework`` tensors; where ``destination(entry)`` gives a
+        buffer, it is filled in place and the result holds None for that entry."""
+
+    @abstractmethod
+    def check_files(self, paths: Sequence[str]) -> None:
+        """Check the named shards (sizes, headers) before anything is loaded; raises IntegrityError."""
 
 
-def collect_tensors(model_or_tensors: Any) -> Collected:
-    """Normalise a torch module or a name -> tensor mapping.
+class FrameworkAdapter(ABC):
+    """One framework's side of lamina. Subclasses live in ``lamina/frameworks/<name>.py`` as
+    ``Adapter`` and are the only modules that import their framework."""
 
-    Two names viewing exactly the same memory (same storage, offset, shape, strides, dtype) are
-    tied: the first is stored, the later ones are recorded as aliases of it.
-    """
-    parameter_names: dict[int, str] = {}
-    if is_torch_module(model_or_tensors):
-        module = model_or_tensors
-        items = list(module.state_dict().items())
-        parameter_names = {id(p): n for n, p in module.named_parameters()}
-    elif isinstance(model_or_tensors, Mapping):
-        items = list(model_or_tensors.items())
-    else:
-        raise FormatError(
-            f"cannot save a {type(model_or_tensors).__name__}; pass a torch.nn.Module or a mapping "
-            "of names to torch tensors / numpy arrays"
-        )
-    tensors: list[TensorSource] = []
-    aliases: dict[str, str] = {}
-    first_by_key: dict[tuple, str] = {}
-    uses_torch = False
-    for name, value in items:
-        source, key = tensor_source(name, value)
-        uses_torch = uses_torch or is_torch_tensor(value)
-        if key is not None and key in first_by_key:
-            aliases[name] = first_by_key[key]
-            continue
-        if key is not None:
-            first_by_key[key] = name
-        tensors.append(source)
-    if uses_torch:
-        framework = {"name": "torch", "version": str(_torch().__version__)}
-    else:
+    #: the name recorded in manifests (``framework.name``) and accepted as ``framework=``
+    name: str
+
+    # ------------------------------------------------------------------ recognising
+    @abstractmethod
+    def is_tensor(self, value: Any) -> bool: ...
+
+    def is_model(self, value: Any) -> bool:
+        """A model object whose named tensors can be collected (not a plain mapping)."""
+        return False
+
+    @abstractmethod
+    def version(self) -> str: ...
+
+    # ------------------------------------------------------------------ writing
+    @abstractmethod
+    def tensor_source(self, name: str, value: Any) -> tuple[TensorSource, Hashable | None]:
+        """``value`` as a TensorSource, and a key equal for two tensors that share exactly the same
+        memory (tied weights), None for empty tensors. FormatError for what cannot be stored."""
+
+    @abstractmethod
+    def tensor_bytes(self, value: Any) -> memoryview:
+        """Little-endian C-order bytes of a tensor this adapter made a TensorSource for."""
+
+    def named_tensors(self, model: Any) -> tuple[list[tuple[str, Any]], dict[int, str]]:
+        """``(name, tensor)`` pairs of a model's state, and ``id(parameter) -> name``."""
+        raise FormatError(f"{self.name} has no model type; pass a mapping of names to tensors")
+
+    def host_copy(self, value: Any) -> Any:
+        """A copy of a tensor in host memory that later in-place changes to ``value`` do not
+        affect (background checkpoint saves write it while training goes on)."""
+        raise NotImplementedError
+
+    def is_optimizer(self, value: Any) -> bool:
+        return False
+
+    def capture_optimizer(self, optimizer: Any, collected: Collected) -> CapturedOptimizer:
+        """A live optimizer's state, regrouped by parameter name."""
+        raise FormatError(f"saving {self.name} optimizers is not supported")
+
+    # ------------------------------------------------------------------ reading
+    @abstractmethod
+    def empty(self, dtype: str, shape: tuple[int, ...]) -> tuple[Any, memoryview]:
+        """A new tensor of a dtype code and shape, and a writable byte view of its memory."""
+
+    def scalar(self, value: Any, dtype: str) -> Any:
+        """A 0-d tensor holding ``value`` (optimizer scalars stored inline in the manifest)."""
+        tensor, view = self.empty(dtype, ())
         import numpy as np
 
-        framework = {"name": "numpy", "version": np.__version__}
-    return Collected(tensors, aliases, framework, parameter_names)
+        from lamina.format.dtypes import numpy_dtype
+
+        view[:] = np.asarray(value, dtype=numpy_dtype(dtype)).tobytes()
+        return tensor
+
+    def load_into(self, model: Any, resolve: Mapping[str, TensorEntry], strict: bool,
+                  reader: TensorReader) -> LoadReport:
+        """Copy snapshot tensors into the model in place; ``resolve`` maps every snapshot name
+        (aliases included) to its stored entry. ``strict``: all or nothing, StateMismatchError."""
+        raise FormatError(f"{self.name} has no model type to load into")
+
+    def restore_optimizer(self, info: OptimizerInfo, optimizer: Any, model: Any,
+                          read: Callable[[list[TensorEntry]], dict[str, Any]]) -> None:
+        """Load saved optimizer state into a live optimizer over ``model``, matching by name."""
+        raise FormatError(f"restoring {self.name} optimizers is not supported")
+
+    def optimizer_state_dict(self, info: OptimizerInfo, read: Callable[[list[TensorEntry]], dict[str, Any]]) -> Any:
+        """The saved optimizer state in this framework's own serialized form (torch: a state dict)."""
+        raise FormatError(f"{self.name} has no optimizer state dict form")
+
+    # ------------------------------------------------------------------ random state
+    def capture_rng(self) -> dict[str, Any]:
+        """This framework's global generator states, as plain data and tensors (merged into the
+        checkpoint's RNG state under keys the adapter owns)."""
+        return {}
+
+    def restore_rng(self, state: Mapping[str, Any]) -> None:
+        """Set the generators from what :meth:`capture_rng` returned (ignore missing keys)."""
 
 
 @dataclass(frozen=True)
@@ -183,5 +200,3 @@ class LoadReport:
         if self.mismatched:
             parts.append(f"dtype/shape mismatches: {'; '.join(map(str, self.mismatched))}")
         return "; ".join(parts) if parts else f"all {len(self.loaded)} tensors loaded"
-
-

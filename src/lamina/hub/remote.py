@@ -28,6 +28,7 @@ from lamina._errors import (
 from lamina.format.codec import MANIFEST_NAME
 from lamina.format.manifest import FileEntry
 from lamina.snapshot.artifact import Artifact
+from lamina.snapshot.open import open_snapshot
 from lamina.snapshot.reader import read_manifest
 from lamina.snapshot.transfer import Progress, PushResult, copy_snapshot, hashed_chunks
 from lamina.storage.local import LocalStore
@@ -124,8 +125,6 @@ def hub_push(src: Any, location: str, *, revision: str | None = None, message: s
     import tempfile
 
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-
-    from lamina.api.snapshots import open as open_snapshot
 
     repo_id, at = parse_hub(location)
     branch = revision or at or "main"
@@ -295,8 +294,6 @@ def hub_pull(location: str, dst: str | os.PathLike[str], *, overwrite: bool = Fa
     """Download through huggingface_hub's cache (reused, and enough offline), then write ``dst``
     as a plain snapshot directory, checking every file against the manifest."""
     from huggingface_hub import constants
-
-    from lamina.api.snapshots import open as open_snapshot
 
     repo_id, revision = parse_hub(location)
     local = _download(repo_id, revision, token, endpoint, offline=bool(constants.HF_HUB_OFFLINE))

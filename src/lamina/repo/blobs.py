@@ -10,6 +10,8 @@ from lamina.format.manifest import FileEntry
 from lamina.format.repository import blob_path
 from lamina.storage.base import Store
 
+__all__ = ["BlobSnapshotStore"]
+
 
 class BlobSnapshotStore(Store):
     """A snapshot stored in a repository: ``path`` -> ``blobs/sha256/..`` of its file entry."""

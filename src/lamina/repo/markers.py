@@ -16,9 +16,12 @@ import time
 
 from lamina._errors import NotFoundError
 from lamina.storage.base import Store
+from lamina.storage.local import pid_alive
 
-__all__ = ["HEARTBEAT", "TTL", "Marker", "marker_live"]
+__all__ = ["GC_LOCK", "HEARTBEAT", "TTL", "Marker", "marker_live"]
 
+#: the marker a running garbage collection holds
+GC_LOCK = "locks/gc"
 HEARTBEAT = 10.0
 TTL = 60.0
 
@@ -36,9 +39,7 @@ def marker_live(store: Store, path: str) -> bool:
     except (NotFoundError, ValueError, KeyError, TypeError):
         return False
     if host == socket.gethostname():
-        from lamina.storage.local import _pid_alive
-
-        return _pid_alive(pid)  # exact on the same machine, whatever the clock says
+        return pid_alive(pid)  # exact on the same machine, whatever the clock says
     return time.time() - refreshed <= TTL
 
 

@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from lamina._errors import (
@@ -17,7 +16,6 @@ from lamina._errors import (
     ExistsError,
     FormatError,
     IntegrityError,
-    LaminaError,
     NotFoundError,
 )
 from lamina._parallel import run_parallel
@@ -37,46 +35,25 @@ from lamina.format.repository import (
     revision_path,
     tag_path,
 )
+from lamina.hub.remote import hub_open, is_hub
 from lamina.repo.blobs import BlobSnapshotStore
-from lamina.repo.markers import HEARTBEAT, TTL, Marker, marker_live
+from lamina.repo.maintenance import (
+    FsckReport,
+    GcResult,
+    check_repository,
+    collect_garbage,
+)
+from lamina.repo.markers import GC_LOCK, HEARTBEAT, TTL, Marker, marker_live
 from lamina.snapshot.artifact import Artifact
 from lamina.snapshot.cache import BlobCache, CachedSnapshotStore
+from lamina.snapshot.open import open_snapshot, open_store_snapshot
 from lamina.snapshot.transfer import Progress, PushResult, copy_snapshot, hashed_chunks
 from lamina.storage.base import Store
 from lamina.storage.local import LocalStore
+from lamina.storage.locations import is_remote, open_store, split_ref
 
 __all__ = ["Repo", "PushResult", "GcResult", "FsckReport"]
 
-_GC_LOCK = "locks/gc"
-
-
-@dataclass(frozen=True)
-class GcResult:
-    """What :meth:`Repo.gc` deleted (or would delete, with ``dry_run``)."""
-
-    deleted_blobs: int
-    deleted_bytes: int
-    deleted_revisions: int
-    kept_blobs: int
-    dry_run: bool
-
-
-@dataclass(frozen=True)
-class FsckReport:
-    """The result of :meth:`Repo.fsck`: ``problems`` lists ``(path, why)``; ``ok`` when empty."""
-
-    problems: tuple[tuple[str, str], ...]
-    refs: int
-    revisions: int
-    snapshots: int
-    blobs: int
-    unreachable_blobs: int
-    unreachable_bytes: int
-    full: bool
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
 
 class _Counter:
@@ -311,8 +288,6 @@ class Repo:
              progress: Progress | None = None) -> Artifact:
         """Write revision ``ref`` as a plain snapshot directory at ``dst``, checking every file's
         sha256 as it arrives; ``dst`` appears only once complete."""
-        from lamina.api.snapshots import open as open_snapshot
-
         revision = self.revision(ref)
         data, manifest = self._snapshot(revision)
         source = BlobSnapshotStore(self.store, revision.snapshot, manifest.files, f"{self.location}@{ref}")
@@ -335,9 +310,7 @@ class Repo:
             ExistsError: ``tag`` exists at another revision.
             IntegrityError: a source file does not match its manifest entry.
         """
-        from lamina.api.snapshots import open as open_snapshot
-
-        artifact = src if isinstance(src, Artifact) else open_snapshot(src, storage_options=storage_options)
+        artifact = src if isinstance(src, Artifact) else open_location(src, storage_options=storage_options)
         source = artifact._store
         manifest_bytes = artifact.manifest_bytes()  # the files uploaded are exactly the ones it lists
 
@@ -476,13 +449,13 @@ class Repo:
             while True:
                 marker = Marker(self.store, f"locks/push-{secrets.token_hex(8)}")
                 marker.acquire()
-                if not marker_live(self.store, _GC_LOCK):
+                if not marker_live(self.store, GC_LOCK):
                     break
                 marker.release()
                 if waiting is None:
                     waiting = Marker(self.store, f"locks/wait-{secrets.token_hex(8)}")
                     waiting.acquire()
-                while marker_live(self.store, _GC_LOCK):
+                while marker_live(self.store, GC_LOCK):
                     if time.monotonic() >= deadline:
                         raise ConflictError(f"{self.location}: garbage collection is running; push again when it ends")
                     time.sleep(0.1)
@@ -495,116 +468,35 @@ class Repo:
             marker.release()
 
     # ------------------------------------------------------------------ maintenance
-    def _reachable(self) -> tuple[set[str], set[str], list[tuple[str, str]]]:
-        """(revision ids, blob shas) reachable from any ref, and problems met on the way."""
-        problems: list[tuple[str, str]] = []
-        revisions: set[str] = set()
-        blobs: set[str] = set()
-        pending = []
-        for path in self.store.list("refs/"):
-            try:
-                value = self._read_ref(path)
-            except FormatError as exc:
-                problems.append((path, str(exc)))
-                continue
-            if value is not None:
-                pending.append((value, path))
-        while pending:
-            revision_id, named = pending.pop()
-            if revision_id in revisions:
-                continue
-            revisions.add(revision_id)
-            try:
-                revision = self._load_revision(revision_id, named)
-            except LaminaError as exc:
-                problems.append((revision_path(revision_id), str(exc)))
-                continue
-            pending += [(p, f"the parent of {revision.short_id}") for p in revision.parents]
-            blobs.add(revision.snapshot)
-            try:
-                _, manifest = self._snapshot(revision)
-            except LaminaError as exc:
-                problems.append((blob_path(revision.snapshot), str(exc)))
-                continue
-            blobs.update(f.sha256 for f in manifest.files)
-        return revisions, blobs, problems
-
-    def _wait_for(self, prefix: str, deadline: float, what: str) -> None:
-        """Wait until no live marker under ``prefix`` remains; ConflictError past ``deadline``."""
-        while live := [p for p in self.store.list(prefix) if marker_live(self.store, p)]:
-            if time.monotonic() >= deadline:
-                raise ConflictError(f"{self.location}: {len(live)} {what} after {self.push_drain_wait:g} s; "
-                                    f"run gc when they end")
-            time.sleep(0.1)
-
     def gc(self, *, dry_run: bool = False) -> GcResult:
         """Delete every blob and revision no ref can reach (history of a ref counts as reachable),
         and nothing else. Pushes already running are waited for (up to ``push_drain_wait``
         seconds); pushes that start meanwhile wait for the collection to end."""
-        self._require()
-        # Fair both ways: pushes that waited for the previous collection go first; then, holding
-        # the marker (new pushes step back), the pushes already running are waited for. Only
-        # those few are ever waited for, so a busy repository cannot starve the collection.
-        deadline = time.monotonic() + self.push_drain_wait
-        self._wait_for("locks/wait-", deadline, "push(es) waiting for an earlier collection")
-        lock = Marker(self.store, _GC_LOCK)
-        if not lock.acquire(exclusive=True):
-            raise ConflictError(f"{self.location}: another garbage collection is running")
-        try:
-            self._wait_for("locks/push-", deadline, "push(es) still in progress")
-            revisions, blobs, problems = self._reachable()
-            if problems:
-                detail = "; ".join(f"{p}: {why}" for p, why in problems[:5])
-                raise IntegrityError(f"{self.location}: refusing to collect garbage in a damaged repository "
-                                     f"(run `lamina fsck`): {detail}", problems)
-            doomed_blobs = [p for p in self.store.list("blobs/sha256/") if p.rsplit("/", 1)[1] not in blobs]
-            doomed_revisions = [p for p in self.store.list("revisions/") if p.rsplit("/", 1)[1] not in revisions]
-            freed = sum(self.store.size(p) for p in doomed_blobs)
-            if not dry_run:
-                run_parallel(self.store.delete, doomed_blobs + doomed_revisions, self.max_concurrency)
-                for stale in self.store.list("locks/push-") + self.store.list("locks/wait-"):
-                    if not marker_live(self.store, stale):
-                        self.store.delete(stale)
-                self.store.sweep_temporaries()
-            return GcResult(len(doomed_blobs), freed, len(doomed_revisions), len(blobs), dry_run)
-        finally:
-            lock.release()
+        return collect_garbage(self, dry_run=dry_run)
 
     def fsck(self, *, full: bool = False) -> FsckReport:
         """Check refs, revisions, manifests and blob sizes (``full``: every blob's sha256 too)."""
-        self._require()
-        revisions, reachable, problems = self._reachable()
-        listed_blobs = self.store.list("blobs/sha256/")
-        present = {p.rsplit("/", 1)[1]: p for p in listed_blobs}
-        sizes: dict[str, int] = {}  # each blob sized once, however many snapshots share it
-        snapshots = 0
-        for revision_id in revisions:
-            try:
-                revision = self._load_revision(revision_id, "a revision")
-                _, manifest = self._snapshot(revision)
-            except LaminaError:
-                continue  # already reported by _reachable
-            snapshots += 1
-            for f in manifest.files:
-                path = blob_path(f.sha256)
-                if f.sha256 not in present:
-                    problems.append((path, f"missing (file {f.path!r} of snapshot {revision.snapshot[:12]})"))
-                    continue
-                if f.sha256 not in sizes:
-                    sizes[f.sha256] = self.store.size(present[f.sha256])
-                if sizes[f.sha256] != f.size:
-                    problems.append((path, f"size {sizes[f.sha256]}, expected {f.size} (file {f.path!r})"))
-        for name, path in present.items():
-            if not is_sha256(name) or path != blob_path(name):
-                problems.append((path, "not a blob name (blobs/sha256/<h[:2]>/<sha256>)"))
-            elif full:
-                sha = hashlib.sha256()
-                for chunk in self.store.iter_chunks(path):
-                    sha.update(chunk)
-                if sha.hexdigest() != name:
-                    problems.append((path, "blob bytes do not match its name"))
-        unreachable = [p for n, p in present.items() if n not in reachable]
-        problems = sorted(set(problems))
-        return FsckReport(tuple(problems), len(self.store.list("refs/")), len(revisions), snapshots, len(present),
-                          len(unreachable), sum(self.store.size(p) for p in unreachable), full)
+        return check_repository(self, full=full)
 
+
+def open_location(location: str | os.PathLike[str], *, verify: bool = False,
+                  storage_options: Mapping[str, Any] | None = None, cache: bool | str | os.PathLike[str] | None = None,
+                  max_concurrency: int | None = None) -> Artifact:
+    """Any snapshot lamina can name: a directory or URI, ``repo[@ref]``, or ``hf://org/name[@rev]``
+    (what :func:`lamina.open` documents)."""
+    if is_hub(location):
+        return hub_open(os.fspath(location), verify=verify, cache=cache, max_concurrency=max_concurrency)
+    base, ref = split_ref(location)
+    remote = is_remote(base)
+    store = open_store(base, storage_options)
+    if ref is None:
+        artifact = open_store_snapshot(store, remote=remote, verify=verify, cache=cache,
+                                       max_concurrency=max_concurrency)
+        if artifact is not None:
+            return artifact
+    if store.exists(REPO_MARKER):
+        repo = Repo(store, cache=cache if remote else False, max_concurrency=max_concurrency)
+        return repo.open(ref or "main", verify=verify)
+    if ref is not None:
+        raise NotFoundError(f"{base}: no lamina repository here (no {REPO_MARKER}), so {ref!r} names nothing")
+    raise NotFoundError(f"{store.location}: no {MANIFEST_NAME}; not a lamina snapshot (or an interrupted save)")

@@ -15,6 +15,8 @@ from lamina.snapshot.build import FileData, fill_snapshot
 from lamina.snapshot.writer import DirectoryWriter
 from lamina.storage.local import LocalStore
 
+__all__ = ["repository_target", "write_snapshot"]
+
 
 def repository_target(path: str | os.PathLike[str]) -> tuple[str, str] | None:
     """``(repository location, branch)`` when ``path`` names a repository, else None (a directory)."""

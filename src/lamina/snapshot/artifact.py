@@ -19,8 +19,8 @@ from lamina.format.manifest import (
     TensorEntry,
     TrainingState,
 )
-from lamina.frameworks.base import LoadReport
-from lamina.frameworks.torch import load_into_module
+from lamina.frameworks import registry
+from lamina.frameworks.base import FrameworkAdapter, LoadReport
 from lamina.snapshot.reader import ShardReader, normalize_framework, read_manifest
 from lamina.storage.base import Store
 from lamina.storage.paths import check_relative_path
@@ -141,29 +141,35 @@ class Artifact:
         tensors = self._reader.read(list(stored.values()), framework)
         return {n: tensors[self._resolve[n].name] for n in names}
 
-    # ------------------------------------------------------------------------ torch
+    # ------------------------------------------------------------------------ live models
+    def _adapter_of(self, obj: Any, what: str) -> FrameworkAdapter:
+        adapter = registry.for_value(obj)
+        if adapter is None:
+            raise FormatError(f"cannot load into a {type(obj).__name__}: not a {what} of a supported framework "
+                              f"({', '.join(registry.registered())})")
+        return adapter
+
     def load_into(self, module: Any, strict: bool = True) -> LoadReport:
-        """Copy the weights into a torch module's parameters and buffers, in place.
+        """Copy the weights into a model's parameters and buffers (a ``torch.nn.Module``), in place.
 
         Args:
-            module: a ``torch.nn.Module`` with the same tensor names.
+            module: a model with the same tensor names.
             strict: raise :class:`lamina.StateMismatchError` (loading nothing) when any tensor
                 is missing, unexpected, or differs in dtype or shape; otherwise load what matches.
 
         Returns:
             A :class:`lamina.LoadReport`.
         """
-        return load_into_module(self._reader, self._resolve, module, strict)
+        return self._adapter_of(module, "model").load_into(module, self._resolve, strict, self._reader)
 
     def load_optimizer(self, optimizer: Any, module: Any) -> None:
-        """Restore torch optimizer state saved with ``lamina.save(..., optimizer=...)``, matching
+        """Restore optimizer state saved with ``lamina.save(..., optimizer=...)``, matching
         parameters by name through ``module`` (so parameter order does not matter)."""
-        from lamina.frameworks.optim import restore_optimizer
-
         if self._manifest.optimizer is None:
             raise StateMismatchError(f"{self.location} holds no optimizer state")
-        restore_optimizer(self._manifest.optimizer, optimizer, module,
-                          lambda entries: self._reader.read(entries, "pt"))
+        adapter = self._adapter_of(optimizer, "optimizer")
+        adapter.restore_optimizer(self._manifest.optimizer, optimizer, module,
+                                  lambda entries: self._reader.read(entries, adapter.name))
 
     def optimizer_state(self, framework: str = "pt") -> dict[str, dict[str, Any]]:
         """Optimizer state by parameter name: ``{param: {slot: tensor or scalar}}`` (framework-neutral,
@@ -190,13 +196,10 @@ class Artifact:
             >>> sd["param_groups"][0]["param_names"], sorted(sd["state"][0])
             (['weight', 'bias'], ['momentum_buffer'])
         """
-        from lamina.frameworks.optim import build_state_dict
-
         info = self._manifest.optimizer
         if info is None:
             raise StateMismatchError(f"{self.location} holds no optimizer state")
-        return build_state_dict(info, [list(g.params) for g in info.param_groups],
-                                lambda entries: self._reader.read(entries, "pt"))
+        return registry.get("torch").optimizer_state_dict(info, lambda entries: self._reader.read(entries, "torch"))
 
     # ------------------------------------------------------------------------ files
     def manifest_bytes(self) -> bytes:

@@ -19,14 +19,18 @@ from lamina.format.manifest import (
     coerce_training,
 )
 from lamina.format.naming import default_layer
-from lamina.frameworks.base import Collected, TensorSource, collect_tensors
-from lamina.frameworks.optim import CapturedOptimizer
+from lamina.frameworks import registry
+from lamina.frameworks.base import Collected, TensorSource
+from lamina.frameworks.collect import collect_tensors
+from lamina.frameworks.optim import CapturedOptimizer, optimizer_info, slot_key
 from lamina.snapshot.writer import (
     INDEX_NAME,
     OPTIMIZER_DIR,
     WEIGHTS_DIR,
     SnapshotWriter,
 )
+
+__all__ = ["FileData", "collect_for_save", "fill_snapshot"]
 
 FileData = bytes | os.PathLike | Mapping[str, Any]
 
@@ -56,9 +60,11 @@ def collect_for_save(model_or_tensors: Any, optimizer: Any) -> tuple[Collected, 
     collected = collect_tensors(model_or_tensors)
     if optimizer is None:
         return collected, None
-    from lamina.frameworks.optim import capture_optimizer
-
-    return collected, capture_optimizer(optimizer, collected)
+    adapter = registry.for_value(optimizer)
+    if adapter is None or not adapter.is_optimizer(optimizer):
+        raise FormatError(f"optimizer must be an optimizer of a supported framework (a torch.optim.Optimizer), "
+                          f"got {type(optimizer).__name__}")
+    return collected, adapter.capture_optimizer(optimizer, collected)
 
 
 def fill_snapshot(
@@ -81,8 +87,6 @@ def fill_snapshot(
     aliases = tuple(Alias(name, layer_fn(name), target) for name, target in collected.aliases.items())
     optimizer_layers = {}
     if optimizer is not None:
-        from lamina.frameworks.optim import slot_key
-
         optimizer_layers = _group([
             (layer_fn(param), slot_key(param, slot), source)
             for param, slots in optimizer.tensors.items() for slot, source in slots.items()
@@ -101,8 +105,6 @@ def fill_snapshot(
     tensors = writer.write_shards(WEIGHTS_DIR, list(weight_layers.items()), role="weights")
     optimizer_desc = None
     if optimizer is not None:
-        from lamina.frameworks.optim import optimizer_info
-
         written = writer.write_shards(OPTIMIZER_DIR, list(optimizer_layers.items()), role="optimizer")
         optimizer_desc = optimizer_info(optimizer, {e.name: e for e in written})
     # Index entries follow the manifest's tensor order (source order), not shard file order.

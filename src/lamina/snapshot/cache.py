@@ -21,7 +21,7 @@ from lamina.format.repository import blob_path
 from lamina.storage.base import Store
 from lamina.storage.local import LocalStore, open_regular
 
-__all__ = ["BlobSnapshotStore", "CachedSnapshotStore", "BlobCache", "default_cache_dir"]
+__all__ = ["BlobCache", "CachedSnapshotStore", "default_cache_dir"]
 
 
 def default_cache_dir() -> Path:

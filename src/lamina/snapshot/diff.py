@@ -7,7 +7,7 @@ from typing import Any
 
 from lamina.format.manifest import Manifest
 
-__all__ = ["SnapshotDiff", "LayerDiff", "diff_manifests", "diff"]
+__all__ = ["SnapshotDiff", "LayerDiff", "diff_manifests"]
 
 
 @dataclass(frozen=True)

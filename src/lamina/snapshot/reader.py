@@ -15,34 +15,22 @@ from typing import Any
 from lamina._errors import FormatError, IntegrityError, NotFoundError
 from lamina._parallel import run_parallel
 from lamina.format.codec import MANIFEST_NAME, MAX_MANIFEST_BYTES, decode_manifest
-from lamina.format.dtypes import numpy_dtype, torch_dtype
 from lamina.format.manifest import FileEntry, Manifest, TensorEntry
 from lamina.format.shards import plan_shard, read_header
+from lamina.frameworks import registry
+from lamina.frameworks.base import TensorReader
 from lamina.storage.base import Store
 
-__all__ = ["ShardReader", "allocate", "read_manifest", "FRAMEWORKS"]
-
-FRAMEWORKS = {"pt": "pt", "torch": "pt", "np": "np", "numpy": "np"}
-
+__all__ = ["ShardReader", "allocate", "normalize_framework", "read_manifest"]
 
 def normalize_framework(framework: str) -> str:
-    try:
-        return FRAMEWORKS[framework]
-    except (KeyError, TypeError):
-        raise FormatError(f"framework must be 'pt' or 'np', got {framework!r}") from None
+    """The registered name for a ``framework=`` value (``"pt"`` -> ``"torch"``); FormatError if unknown."""
+    return registry.get(framework).name
 
 
 def allocate(entry: TensorEntry, framework: str) -> tuple[Any, memoryview]:
     """An empty tensor for ``entry`` and a writable byte view of its memory."""
-    if framework == "pt":
-        import torch
-
-        t = torch.empty(entry.shape, dtype=torch_dtype(entry.dtype))
-        return t, memoryview(t.reshape(-1).view(torch.uint8).numpy())
-    import numpy as np
-
-    arr = np.empty(entry.shape, dtype=numpy_dtype(entry.dtype))
-    return arr, memoryview(arr.reshape(-1).view(np.uint8))
+    return registry.get(framework).empty(entry.dtype, entry.shape)
 
 
 def read_manifest(store: Store, path: str = MANIFEST_NAME) -> tuple[bytes, Manifest]:
@@ -63,7 +51,7 @@ def _entries_by_file(manifest: Manifest) -> dict[str, list[TensorEntry]]:
     return by_file
 
 
-class ShardReader:
+class ShardReader(TensorReader):
     def __init__(self, store: Store, manifest: Manifest, *, verify: bool = False,
                  max_workers: int | None = None) -> None:
         self.store = store
@@ -121,6 +109,10 @@ class ShardReader:
                                  [(path, "header mismatch")])
         self._checked.add(path)
         return prefix if prefix_until else None
+
+    def check_files(self, paths: Sequence[str]) -> None:
+        """Size and header of each shard, in parallel, before anything is loaded."""
+        run_parallel(self.check_shard, list(paths), self.max_workers)
 
     def read_file_verified(self, path: str) -> bytes:
         """A whole file, checked against its recorded size and sha256."""

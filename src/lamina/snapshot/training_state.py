@@ -10,22 +10,27 @@ from typing import Any
 
 from lamina._errors import FormatError
 from lamina.format.manifest import plain_value
-from lamina.format.shards import plan_shard
-from lamina.frameworks.base import tensor_source
+from lamina.format.shards import parse_header, plan_shard
+from lamina.frameworks import registry
+from lamina.frameworks.collect import tensor_source
 
 __all__ = ["TRAINING_TENSORS", "split_tensors", "join_tensors", "pack_training_extra", "unpack_training_extra"]
 
 TRAINING_TENSORS = "training/tensors.safetensors"
 
 
+def _is_framework_tensor(value: Any) -> bool:
+    """A tensor of a model framework (torch...). numpy arrays stay plain data, as before adapters:
+    the tensors file is read back in the training framework."""
+    adapter = registry.for_value(value)
+    return adapter is not None and adapter.name != "numpy" and adapter.is_tensor(value)
+
+
 def split_tensors(value: Any, path: str, tensors: dict[str, Any], dropped: list[str]) -> Any:
     """Plain data with torch tensors replaced by ``{"$tensor": key}`` (collected in ``tensors``) and
     mappings with non-string keys by ``{"$map": [[key, value], ...]}`` (``"$counter": true`` for a
     Counter); values that are none of these (arbitrary objects) become None, named in ``dropped``."""
-    import sys
-
-    torch = sys.modules.get("torch")  # a tensor can only exist if torch is imported
-    if torch is not None and isinstance(value, torch.Tensor):
+    if _is_framework_tensor(value):
         tensors[path] = value
         return {"$tensor": path}
     if isinstance(value, Mapping):
@@ -78,11 +83,21 @@ def pack_training_extra(extra: Mapping[str, Any], dropped: list[str]) -> tuple[A
     return plain, ({TRAINING_TENSORS: shard_bytes(tensors)} if tensors else {})
 
 
-def unpack_training_extra(artifact: Any) -> dict[str, Any]:
-    """An Artifact's ``training.extra`` with its tensors put back (torch tensors)."""
+def unpack_training_extra(artifact: Any, framework: str = "torch") -> dict[str, Any]:
+    """An Artifact's ``training.extra`` with its tensors put back (as ``framework`` tensors)."""
     extra = dict(artifact.training.extra)
     if TRAINING_TENSORS not in artifact.files:
         return extra
-    from safetensors.torch import load as load_safetensors
+    return join_tensors(extra, read_tensors_file(artifact.read_file(TRAINING_TENSORS), TRAINING_TENSORS, framework))
 
-    return join_tensors(extra, dict(load_safetensors(artifact.read_file(TRAINING_TENSORS))))
+
+def read_tensors_file(data: bytes, where: str, framework: str) -> dict[str, Any]:
+    """Every tensor of a safetensors file's bytes, as ``framework`` tensors (header validated)."""
+    _, entries = parse_header(data, len(data), where)
+    adapter = registry.get(framework)
+    out = {}
+    for name, entry in entries.items():
+        tensor, view = adapter.empty(entry.dtype, entry.shape)
+        view[:] = memoryview(data)[entry.begin : entry.end]
+        out[name] = tensor
+    return out

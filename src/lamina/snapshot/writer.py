@@ -26,8 +26,8 @@ from lamina.format.manifest import FileEntry, Manifest, TensorEntry
 from lamina.format.naming import encode_layer
 from lamina.format.shards import plan_shard
 from lamina.frameworks.base import TensorSource
-from lamina.storage.local import _pid_alive, open_regular, os_errors_as_storage_errors
 from lamina.storage.local import fsync_path as _fsync
+from lamina.storage.local import open_regular, os_errors_as_storage_errors, pid_alive
 from lamina.storage.paths import check_relative_path
 
 __all__ = ["SnapshotWriter", "DirectoryWriter", "atomic_file_write", "check_file_destination", "INDEX_NAME", "WEIGHTS_DIR", "OPTIMIZER_DIR", "RESERVED_TOP_LEVEL"]
@@ -235,7 +235,7 @@ class DirectoryWriter(SnapshotWriter):
         for prefix in (f".{self.target.name}.lamina-tmp-", f".{self.target.name}.lamina-old-"):
             for stale in self.target.parent.glob(prefix + "*"):
                 pid = stale.name[len(prefix):].split("-", 1)[0]
-                if pid.isdigit() and not _pid_alive(int(pid)):
+                if pid.isdigit() and not pid_alive(int(pid)):
                     shutil.rmtree(stale, ignore_errors=True)
 
     # -------------------------------------------------------------------------- content

@@ -15,8 +15,7 @@ from collections.abc import Iterable, Iterator
 from lamina._errors import FormatError, IntegrityError, NotFoundError, StorageError
 from lamina.storage.paths import check_relative_path
 
-__all__ = ["Store", "LocalStore", "Chunks", "as_chunks", "check_prefix", "fsync_path", "open_regular",
-           "os_errors_as_storage_errors"]
+__all__ = ["Store", "Chunks", "as_chunks", "check_prefix"]
 
 Chunks = bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview]
 

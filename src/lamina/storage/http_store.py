@@ -16,39 +16,36 @@ hostile server ends in a :class:`StorageError` naming the URL, never a hang or u
 from __future__ import annotations
 
 import functools
-import heapq
 import io
-import itertools
 import math
 import re
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 from lamina._errors import FormatError, LaminaError, NotFoundError, StorageError
-from lamina.format.codec import MAX_MANIFEST_BYTES
 from lamina.storage.base import Store
+from lamina.storage.http_deadline import (
+    ACTIVE,
+    DEADLINE_SPAN,
+    Deadline,
+    watched_pool_classes,
+)
 from lamina.storage.paths import check_relative_path
 
 __all__ = ["HttpStore"]
 
 T = TypeVar("T")
 
+#: the largest whole-file read by default (the manifest size limit of the format, spec §4)
+DEFAULT_MAX_BODY = 1 << 30
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
 _REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 _MAX_REDIRECTS = 10
 #: an unwanted body (error page, redirect) up to this size is read to keep the connection; a longer one closes it
 _DISCARD_LIMIT = 64 << 10
-#: body bytes asked of the socket per read; each span received adds ``deadline`` seconds to a call's
-#: clock, so large bodies on slow links finish
-_DEADLINE_SPAN = 16 << 20
-
-#: the deadline of the call running on this thread, for the connection hook that watches its socket
-_ACTIVE = threading.local()
 
 
 class HttpStore(Store):
@@ -75,7 +72,7 @@ class HttpStore(Store):
     max_concurrency = 16
 
     def __init__(self, url: str, *, retries: int = 3, timeout: float = 10.0, deadline: float = 60.0,
-                 max_body: int = MAX_MANIFEST_BYTES, headers: Mapping[str, str] | None = None) -> None:
+                 max_body: int = DEFAULT_MAX_BODY, headers: Mapping[str, str] | None = None) -> None:
         import urllib3
 
         for name, value, integer in (("retries", retries, True), ("max_body", max_body, True),
@@ -92,25 +89,25 @@ class HttpStore(Store):
         self.max_body = max_body
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=self.max_concurrency,
                                          timeout=urllib3.Timeout(connect=timeout, read=timeout), block=False)
-        self._pool.pool_classes_by_scheme = _watched_pool_classes()
+        self._pool.pool_classes_by_scheme = watched_pool_classes()
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}/{quote(check_relative_path(path))}"
 
-    def _deadline(self, path: str) -> _Deadline:
-        return _Deadline(self.deadline, f"{self.location}/{path}")
+    def _deadline(self, path: str) -> Deadline:
+        return Deadline(self.deadline, f"{self.location}/{path}")
 
     # ------------------------------------------------------------------ requests
-    def _send(self, method: str, url: str, headers: Mapping[str, str], deadline: _Deadline) -> Any:
+    def _send(self, method: str, url: str, headers: Mapping[str, str], deadline: Deadline) -> Any:
         """One request, neither retried nor redirected; the body is left unread."""
-        _ACTIVE.deadline = deadline
+        ACTIVE.deadline = deadline
         try:
             return self._pool.urlopen(method, url, headers=dict(headers), redirect=False, retries=False,
                                       preload_content=False, decode_content=False)
         finally:
-            _ACTIVE.deadline = None
+            ACTIVE.deadline = None
 
-    def _follow(self, method: str, path: str, headers: Mapping[str, str], deadline: _Deadline) -> Any:
+    def _follow(self, method: str, path: str, headers: Mapping[str, str], deadline: Deadline) -> Any:
         """The answer after redirects. urllib3 would forward every custom header to another host
         (it strips only Authorization, Cookie and Proxy-Authorization), so redirects are followed
         here: a hop to another origin keeps ``Range`` and nothing else the caller set."""
@@ -135,7 +132,7 @@ class HttpStore(Store):
             url = target
         raise StorageError(f"{self.location}/{path}: more than {_MAX_REDIRECTS} redirects")
 
-    def _call(self, method: str, path: str, headers: Mapping[str, str], deadline: _Deadline,
+    def _call(self, method: str, path: str, headers: Mapping[str, str], deadline: Deadline,
               read: Callable[[Any], T] | None) -> T:
         """``read(answer)`` (which consumes the body, or raises) under bounded retries. With
         ``read=None`` the answer itself is returned, its body unread and its connection held: the
@@ -175,7 +172,7 @@ class HttpStore(Store):
         tries = f"{self.retries + 1} attempt{'s' if self.retries else ''}"
         raise StorageError(f"{self.location}/{path}: {method} failed after {tries}: {failure}")
 
-    def _release(self, response: Any, method: str, deadline: _Deadline, *, discard: bool) -> None:
+    def _release(self, response: Any, method: str, deadline: Deadline, *, discard: bool) -> None:
         """Give the connection back to the pool. A body left unread is read when ``discard`` and
         it is short (an error page, a redirect), so the connection stays reusable; otherwise the
         connection is closed, so no unread byte can be taken for the next answer."""
@@ -206,7 +203,7 @@ class HttpStore(Store):
         if response.status not in ok:
             raise StorageError(f"{self.location}/{path}: HTTP {response.status} {response.reason or ''}".rstrip())
 
-    def _body(self, response: Any, cap: int, deadline: _Deadline,
+    def _body(self, response: Any, cap: int, deadline: Deadline,
               too_long: Callable[[int | None], LaminaError]) -> bytes:
         """The whole body, refused (``too_long(declared length or None)``) once it exceeds ``cap``:
         a larger Content-Length before reading, a longer stream (chunked, or a lying length) as soon
@@ -215,7 +212,7 @@ class HttpStore(Store):
         if length.isdigit() and int(length) > cap:
             raise too_long(int(length))
         data, body, got = b"", None, 0
-        while chunk := response.read(min(_DEADLINE_SPAN, cap + 1 - got), decode_content=False):
+        while chunk := response.read(min(DEADLINE_SPAN, cap + 1 - got), decode_content=False):
             got += len(chunk)
             if got > cap:
                 raise too_long(None)
@@ -237,7 +234,7 @@ class HttpStore(Store):
         return error
 
     # ------------------------------------------------------------------ reads
-    def _range(self, path: str, start: int, end: int | None, deadline: _Deadline) -> tuple[bytes, int | None]:
+    def _range(self, path: str, start: int, end: int | None, deadline: Deadline) -> tuple[bytes, int | None]:
         """Bytes ``[start, end)`` (to EOF when ``end`` is None, at most ``max_body``) and the file
         size if the server said it. Servers may answer a range with fewer bytes than asked
         (gateways cap ranges): the rest is requested until the range or the file ends."""
@@ -261,7 +258,7 @@ class HttpStore(Store):
                 break
         return b"".join(parts) if len(parts) != 1 else parts[0], total
 
-    def _range_answer(self, response: Any, *, path: str, position: int, wanted: str, cap: int, deadline: _Deadline,
+    def _range_answer(self, response: Any, *, path: str, position: int, wanted: str, cap: int, deadline: Deadline,
                       too_long: Callable[[int | None], LaminaError]) -> tuple[bytes, int | None] | None:
         if response.status == 416:
             return None
@@ -383,131 +380,6 @@ class HttpStore(Store):
             raise StorageError(f"{self.location}/{path}: download interrupted: {exc}") from None
         finally:
             self._release(response, "GET", deadline, discard=False)
-
-
-class _Deadline:
-    """The clock of one store call: ``seconds``, plus as many again per ``_DEADLINE_SPAN`` bytes of
-    body received. When it runs out the watchdog shuts the call's socket down, so a blocked read
-    (of headers or body, however slowly the server trickles) returns at once."""
-
-    def __init__(self, seconds: float, where: str) -> None:
-        self.seconds = seconds
-        self.where = where
-        self._expires = time.monotonic() + seconds
-        self._received = 0
-        self._lock = threading.Lock()
-        self._sock: Any = None
-        self._scheduled = -1.0  # the expiry the watchdog holds for this call
-        self._paused_left: float | None = None
-        self._fired = False
-
-    def watch(self, sock: Any) -> None:
-        """Shut ``sock`` down when the time is up (called as each request starts reading its answer)."""
-        with self._lock:
-            self._sock = sock
-            self._schedule()
-
-    def unwatch(self) -> None:
-        with self._lock:
-            self._sock = None
-            self._scheduled = -1.0  # the watchdog may drop this entry now: the next watch schedules anew
-
-    def left(self) -> float:
-        return max(0.0, self._expires - time.monotonic())
-
-    def check(self) -> None:
-        if self._fired or (self._paused_left is None and time.monotonic() >= self._expires):
-            raise StorageError(f"{self.where}: deadline of {self.seconds:g} s exceeded") from None
-
-    def received(self, n: int) -> None:
-        spans = (self._received + n) // _DEADLINE_SPAN - self._received // _DEADLINE_SPAN
-        self._received += n
-        if spans:
-            with self._lock:
-                self._expires += spans * self.seconds
-                self._schedule()
-        self.check()
-
-    def pause(self) -> None:
-        with self._lock:
-            self._paused_left = self.left()
-
-    def resume(self) -> None:
-        with self._lock:
-            self._expires = time.monotonic() + (self._paused_left or 0.0)
-            self._paused_left = None
-            self._schedule()
-
-    def _schedule(self) -> None:  # lock held
-        if self._sock is not None and self._scheduled != self._expires:
-            self._scheduled = self._expires
-            _WATCHDOG.schedule(self._expires, self)
-
-    def expire(self) -> None:
-        """The watchdog's call at a time this deadline was scheduled for (maybe since extended)."""
-        with self._lock:
-            if self._sock is None or self._paused_left is not None or time.monotonic() < self._expires:
-                return
-            self._fired = True
-            sock = self._sock
-        try:  # the plain socket's shutdown, also under TLS: SSLSocket.shutdown would drop its state mid-read
-            (socket.socket.shutdown if isinstance(sock, socket.socket) else type(sock).shutdown)(sock, socket.SHUT_RDWR)
-        except (OSError, AttributeError):
-            pass
-
-
-class _Watchdog:
-    """One daemon thread for every call's deadline (a timer thread per request would cost more
-    than a small request): a heap of (time, deadline), each expired when its time comes."""
-
-    def __init__(self) -> None:
-        self._wake = threading.Condition()
-        self._heap: list[tuple[float, int, _Deadline]] = []
-        self._order = itertools.count()  # ties never compare deadlines
-        self._thread: threading.Thread | None = None
-
-    def schedule(self, at: float, deadline: _Deadline) -> None:
-        with self._wake:
-            if len(self._heap) > 4096:  # mostly calls long finished: keep those still watching a socket
-                self._heap = [entry for entry in self._heap if entry[2]._sock is not None]
-                heapq.heapify(self._heap)
-            heapq.heappush(self._heap, (at, next(self._order), deadline))
-            if self._thread is None or not self._thread.is_alive():  # first use, or a forked child
-                self._thread = threading.Thread(target=self._run, name="lamina-http-deadlines", daemon=True)
-                self._thread.start()
-            elif self._heap[0][2] is deadline:  # the thread sleeps until a later time: wake it
-                self._wake.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._heap or self._heap[0][0] > time.monotonic():
-                    self._wake.wait(min(self._heap[0][0] - time.monotonic(), 3600.0) if self._heap else None)
-                deadline = heapq.heappop(self._heap)[2]
-            deadline.expire()
-
-
-_WATCHDOG = _Watchdog()
-
-
-@functools.cache
-def _watched_pool_classes() -> dict[str, type]:
-    """urllib3 pools whose connections hand their socket to the calling thread's deadline as they
-    start reading an answer (the one place the socket of a request in flight is reachable)."""
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    def watched(base: type) -> type:
-        def getresponse(self: Any) -> Any:
-            deadline = getattr(_ACTIVE, "deadline", None)
-            if deadline is not None and self.sock is not None:
-                deadline.watch(self.sock)
-            return base.getresponse(self)
-        return type(base.__name__, (base,), {"getresponse": getresponse})  # same name in messages
-
-    return {scheme: type(pool.__name__, (pool,), {"ConnectionCls": watched(connection)})
-            for scheme, pool, connection in (("http", HTTPConnectionPool, HTTPConnection),
-                                             ("https", HTTPSConnectionPool, HTTPSConnection))}
 
 
 def _origin(url: str) -> tuple[str, str, int] | None:

@@ -22,6 +22,8 @@ from lamina._parallel import default_workers
 from lamina.storage.base import Chunks, Store, as_chunks, check_prefix
 from lamina.storage.paths import check_relative_path
 
+__all__ = ["LocalStore", "open_regular", "os_errors_as_storage_errors", "fsync_path", "pid_alive"]
+
 
 @contextmanager
 def os_errors_as_storage_errors(action: str) -> Iterator[None]:
@@ -225,14 +227,12 @@ class LocalStore(Store):
         return size
 
     def sweep_temporaries(self) -> int:
-        from lamina.storage.local import _pid_alive
-
         removed = 0
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = [d for d in dirnames if d != ".lamina-locks"]
             for name in filenames:
                 pid = name.split("-")[1] if name.startswith(".lamina-") and name.count("-") >= 2 else ""
-                if pid.isdigit() and not _pid_alive(int(pid)):
+                if pid.isdigit() and not pid_alive(int(pid)):
                     Path(dirpath, name).unlink(missing_ok=True)
                     removed += 1
         return removed
@@ -270,7 +270,7 @@ class LocalStore(Store):
             return self._swap_holding_lock(path, expected, new)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

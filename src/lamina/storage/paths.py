@@ -7,6 +7,8 @@ from pathlib import PurePosixPath, PureWindowsPath
 
 from lamina._errors import UnsafePathError
 
+__all__ = ["check_relative_path", "MAX_COMPONENT_BYTES", "MAX_PATH_BYTES"]
+
 MAX_COMPONENT_BYTES = 255  # NAME_MAX of common filesystems (ext4, APFS, NTFS counts UTF-16 units)
 
 

@@ -302,12 +302,7 @@ def _copied_to_cpu(collected: Any, captured: Any) -> tuple[Any, Any]:
     """The same tensors copied to CPU memory now, so training may change them while a background
     thread writes (aliases stay aliases: they refer to names, not memory)."""
     def copy(source: Any) -> Any:
-        obj = source.obj
-        if hasattr(obj, "detach"):
-            obj = obj.detach().to("cpu", copy=True)
-        else:
-            obj = obj.copy()
-        return dataclasses.replace(source, obj=obj)
+        return dataclasses.replace(source, obj=source.adapter.host_copy(source.obj))
 
     collected = dataclasses.replace(collected, tensors=[copy(s) for s in collected.tensors])
     if captured is not None:
