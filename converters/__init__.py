@@ -1,7 +1,14 @@
-"""Converters between lamina snapshots and foreign formats (torch pickles, Keras, ONNX).
+"""lamina.converters: foreign formats in and out (torch pickles, Keras ``.keras``/``.h5``, ONNX).
 
-Each converter is one module with a symmetric pair ``to_lamina(...)`` / ``from_lamina(...)``
-and imports its framework lazily, so ``import lamina.converters`` stays light. None ships yet.
+Owns one module per format with a symmetric pair ``to_lamina(src, dst, ...)`` /
+``from_lamina(src, dst, ...)`` (``torch_pickle``, ``keras``, ``onnx``), their private helpers,
+and format detection (``_detect``). A converter turns a foreign file into tensors, optimizer
+state, metadata and extra files and hands them to the one writer path
+(``lamina.repo.targets.write_snapshot``), or opens a snapshot and builds the foreign file.
+
+May import: ``lamina.repo``, ``lamina.snapshot``, ``lamina.frameworks``, ``lamina.format``,
+``lamina.storage`` and the base modules. Only ``torch_pickle`` imports torch; ``keras`` reads with
+zipfile and h5py (never TensorFlow); ``onnx`` imports onnx lazily.
 """
 
 __all__: list[str] = []

@@ -36,7 +36,8 @@ def test_public_callables_have_docstrings_with_examples() -> None:
 
 
 @pytest.mark.parametrize("module", ["lamina", "lamina.api.snapshots", "lamina.snapshot.artifact", "lamina.format.manifest",
-                                    "lamina.format.naming", "lamina.frameworks.base", "lamina.snapshot.summary"])
+                                    "lamina.format.naming", "lamina.frameworks.base", "lamina.snapshot.summary",
+                                    "lamina.frameworks.registry", "lamina.frameworks.numpy", "lamina.frameworks.torch"])
 def test_docstring_examples_run(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0, result

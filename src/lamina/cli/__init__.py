@@ -1,5 +1,8 @@
-"""The ``lamina`` command line: inspect, verify and convert snapshots; repository commands live in
-``_repo_commands``."""
+"""lamina.cli: the ``lamina`` command line — inspect, verify and convert snapshots here; repository
+commands in ``_repo_commands``, checkpoints in ``_checkpoint_commands``; one-line errors and exit
+codes in ``_errors_cli``.
+
+May import: the public façade (``lamina``) and anything below it; nothing imports the CLI."""
 
 from __future__ import annotations
 

@@ -78,6 +78,8 @@ class FrameworkAdapter(ABC):
 
     #: the name recorded in manifests (``framework.name``) and accepted as ``framework=``
     name: str
+    #: the top-level keys its :meth:`capture_rng` writes into a checkpoint's RNG state
+    rng_keys: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ recognising
     @abstractmethod

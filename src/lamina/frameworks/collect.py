@@ -54,7 +54,6 @@ def collect_tensors(model_or_tensors: Any) -> Collected:
         if key is not None:
             first_by_key[key] = name
         tensors.append(source)
-    # The framework of record: the model's, else the first non-numpy one used, else numpy.
-    adapter = model_adapter if model_adapter is not None and model_adapter.is_model(model_or_tensors) else (
-        next((a for n, a in used.items() if n != "numpy"), None) or registry.get("numpy"))
+    # The framework of record: the first one besides numpy whose tensors were collected, else numpy.
+    adapter = next((a for n, a in used.items() if n != "numpy"), None) or registry.get("numpy")
     return Collected(tensors, aliases, {"name": adapter.name, "version": adapter.version()}, parameter_names)

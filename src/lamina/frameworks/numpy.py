@@ -21,13 +21,14 @@ class Adapter(FrameworkAdapter):
 
     Example:
         >>> import numpy as np
-        >>> from lamina.frameworks import get
+        >>> from lamina.frameworks.registry import get
         >>> source, _ = get("np").tensor_source("w", np.ones((2, 3), "float32"))
         >>> source.dtype.code, source.shape, source.nbytes
         ('F32', (2, 3), 24)
     """
 
     name = "numpy"
+    rng_keys = ("numpy",)
 
     def is_tensor(self, value: Any) -> bool:
         return isinstance(value, (np.ndarray, np.generic))

@@ -60,17 +60,23 @@ def get(framework: str) -> FrameworkAdapter:
     raise FormatError(f"framework must be one of {', '.join(names())}, got {framework!r}")
 
 
-def _roots(value: Any) -> set[str]:
-    return {cls.__module__.partition(".")[0] for cls in type(value).__mro__}
-
-
 def for_value(value: Any) -> FrameworkAdapter | None:
     """The adapter whose framework made ``value`` (a tensor, model or optimizer), or None.
-    Never imports a framework: a value can only come from one that is already imported."""
-    roots = _roots(value)
-    for name, (_, aliases, modules) in _registry.items():
-        if roots.intersection(modules) and any(m in sys.modules for m in modules):
-            return get(name)
+
+    The most specific class decides: the value's class hierarchy is walked in order and the first
+    class from a registered framework's modules names the adapter (a Keras 3 model on the torch
+    backend is a ``torch.nn.Module`` too, but a Keras class comes first). Failing that, an
+    imported framework's adapter may still recognise it (duck-typed wrappers of optimizers).
+    Never imports a framework: a value can only come from one that is already imported.
+    """
+    for cls in type(value).__mro__:
+        root = cls.__module__.partition(".")[0]
+        for name, (_, _, modules) in _registry.items():
+            if root in modules and root in sys.modules:
+                return get(name)
+    for adapter in loaded():
+        if adapter.is_tensor(value) or adapter.is_model(value) or adapter.is_optimizer(value):
+            return adapter
     return None
 
 

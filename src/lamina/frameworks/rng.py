@@ -32,7 +32,8 @@ def restore_rng(state: Any, where: str) -> None:
         py = state["python"]
         random.setstate((int(py["version"]), tuple(int(w) for w in py["state"]), py["gauss_next"]))
         for name in registry.registered():
-            if name in state:  # an adapter's own key: its framework must be importable
-                registry.get(name).restore_rng(state)
+            adapter = registry.get(name) if name in state else None  # (importing only what is needed)
+            if adapter is not None and any(key in state for key in adapter.rng_keys):
+                adapter.restore_rng(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise StateMismatchError(f"{where}: cannot restore the RNG state: {exc}") from None

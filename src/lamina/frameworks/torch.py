@@ -40,19 +40,22 @@ class Adapter(FrameworkAdapter):
 
     Example:
         >>> import torch
-        >>> from lamina.frameworks import get
+        >>> from lamina.frameworks.registry import get
         >>> tensor, view = get("pt").empty("BF16", (2,))
         >>> tensor.dtype, len(view)
         (torch.bfloat16, 4)
     """
 
     name = "torch"
+    rng_keys = ("torch", "cuda")
 
     def is_tensor(self, value: Any) -> bool:
         return isinstance(value, torch.Tensor)
 
     def is_model(self, value: Any) -> bool:
-        return isinstance(value, torch.nn.Module)
+        # duck-typed wrappers count, as they did before adapters: state_dict() and named_parameters()
+        return isinstance(value, torch.nn.Module) or (callable(getattr(value, "state_dict", None))
+                                                      and callable(getattr(value, "named_parameters", None)))
 
     def version(self) -> str:
         return str(torch.__version__)
@@ -81,13 +84,15 @@ class Adapter(FrameworkAdapter):
         return value.detach().to("cpu", copy=True)
 
     def is_optimizer(self, value: Any) -> bool:
-        return isinstance(value, torch.optim.Optimizer)
+        # wrappers (Lightning, accelerate) expose the two members lamina uses
+        return isinstance(value, torch.optim.Optimizer) or (hasattr(value, "state_dict")
+                                                            and hasattr(value, "param_groups"))
 
     def named_tensors(self, model: Any) -> tuple[list[tuple[str, Any]], dict[int, str]]:
         return list(model.state_dict().items()), {id(p): n for n, p in model.named_parameters()}
 
     def capture_optimizer(self, optimizer: Any, collected: Collected) -> CapturedOptimizer:
-        if not isinstance(optimizer, torch.optim.Optimizer):
+        if not self.is_optimizer(optimizer):
             raise FormatError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         cls = type(optimizer)
         sd = optimizer.state_dict()
@@ -143,6 +148,10 @@ class Adapter(FrameworkAdapter):
                 torch.cuda.set_rng_state_all(state["cuda"])
 
 
+#: the adapter instance the module-level helpers (used by the torch converter too) share
+_ADAPTER = Adapter()
+
+
 # ---------------------------------------------------------------------------- optimizer state dicts
 def _parameter_names(optimizer: Any, sd: Mapping[str, Any], collected: Collected) -> list[str]:
     """Names of the optimizer's parameters in torch's id order."""
@@ -187,7 +196,7 @@ def state_dict_ids(sd: Any, where: str = "optimizer") -> list[Any]:
 def capture_state_dict(sd: Any, names: list[str], class_name: str, where: str = "optimizer") -> CapturedOptimizer:
     """Regroup a torch optimizer state dict by parameter name; ``names[i]`` names the i-th
     parameter in param-group order (torch's id order)."""
-    adapter = Adapter()
+    adapter = _ADAPTER
     ids = state_dict_ids(sd, where)
     if len(names) != len(ids):
         raise StateMismatchError(f"{where}: {len(ids)} parameters but {len(names)} names")
@@ -264,8 +273,7 @@ def build_state_dict(
     for s in info.state:
         slots: dict[str, Any] = {slot: tensors[t.name] for slot, t in s.tensors.items()}
         for slot, scalar in s.scalars.items():
-            slots[slot] = (scalar.value if scalar.dtype is None
-                           else torch.tensor(scalar.value, dtype=torch_dtype(scalar.dtype)))
+            slots[slot] = scalar.value if scalar.dtype is None else _ADAPTER.scalar(scalar.value, scalar.dtype)
         state[ids[s.param]] = slots
     return {"state": state, "param_groups": groups}
 

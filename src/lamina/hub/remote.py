@@ -128,6 +128,7 @@ def hub_push(src: Any, location: str, *, revision: str | None = None, message: s
 
     repo_id, at = parse_hub(location)
     branch = revision or at or "main"
+    # Any location lamina can name is opened by the caller (lamina.push); a plain directory or URI here.
     artifact = src if isinstance(src, Artifact) else open_snapshot(src, storage_options=storage_options)
     source = artifact._store.source()
     manifest_bytes = artifact.manifest_bytes()

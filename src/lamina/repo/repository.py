@@ -489,6 +489,8 @@ def open_location(location: str | os.PathLike[str], *, verify: bool = False,
     base, ref = split_ref(location)
     remote = is_remote(base)
     store = open_store(base, storage_options)
+    if isinstance(store, LocalStore) and not store.root.is_dir():
+        raise NotFoundError(f"{base}: no such snapshot directory")
     if ref is None:
         artifact = open_store_snapshot(store, remote=remote, verify=verify, cache=cache,
                                        max_concurrency=max_concurrency)

@@ -7,6 +7,7 @@ the :class:`~lamina.snapshot.artifact.Artifact` view (``artifact``), opening a p
 cache for remote reads (``cache``), training state with tensors (``training_state``) and the
 inspect summary (``summary``).
 
-May import: ``lamina.frameworks`` (through the adapter interface and registry only), ``lamina.format``,
+May import: ``lamina.frameworks`` (the adapter interface, the registry, collection and the
+framework-neutral optimizer shapes — never an adapter module), ``lamina.format``,
 ``lamina.storage``, ``lamina._errors``, ``lamina._parallel``, ``lamina._version``.
 """

@@ -142,11 +142,11 @@ class Artifact:
         return {n: tensors[self._resolve[n].name] for n in names}
 
     # ------------------------------------------------------------------------ live models
-    def _adapter_of(self, obj: Any, what: str) -> FrameworkAdapter:
+    def _adapter_of(self, obj: Any, role: str) -> FrameworkAdapter:
         adapter = registry.for_value(obj)
-        if adapter is None:
-            raise FormatError(f"cannot load into a {type(obj).__name__}: not a {what} of a supported framework "
-                              f"({', '.join(registry.registered())})")
+        if adapter is None or not (adapter.is_model(obj) if role == "model" else adapter.is_optimizer(obj)):
+            raise FormatError(f"cannot load into a {type(obj).__name__}: it is not {'a model' if role == 'model' else 'an optimizer'} "
+                              f"of a supported framework ({', '.join(registry.registered())})")
         return adapter
 
     def load_into(self, module: Any, strict: bool = True) -> LoadReport:

@@ -62,8 +62,7 @@ def collect_for_save(model_or_tensors: Any, optimizer: Any) -> tuple[Collected, 
         return collected, None
     adapter = registry.for_value(optimizer)
     if adapter is None or not adapter.is_optimizer(optimizer):
-        raise FormatError(f"optimizer must be an optimizer of a supported framework (a torch.optim.Optimizer), "
-                          f"got {type(optimizer).__name__}")
+        raise FormatError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     return collected, adapter.capture_optimizer(optimizer, collected)
 
 

@@ -85,6 +85,16 @@ def atomic_file_write(dst: str | os.PathLike[str], write: Callable[[Path], None]
     return dst
 
 
+def _exact_bytes(source: TensorSource, nbytes: int) -> memoryview:
+    """A source's bytes, refused unless they are exactly what its dtype and shape need (an adapter
+    handing over part of a tensor must never become a shard whose header promises all of it)."""
+    data = source.buffer()
+    if data.nbytes != nbytes:
+        raise FormatError(f"tensor {source.name!r}: {data.nbytes} bytes for {source.dtype.code}{list(source.shape)}, "
+                          f"which needs {nbytes}")
+    return data
+
+
 class SnapshotWriter:
     """What every snapshot writer shares: one shard per layer, extra files, the file table.
 
@@ -140,7 +150,7 @@ class SnapshotWriter:
             relpath, (layer, tensors) = job
             by_key = dict(tensors)
             header, planned = plan_shard([(k, s.dtype.code, s.shape) for k, s in tensors])
-            chunks = [header] + [by_key[e.name].buffer() for e in planned if e.nbytes]
+            chunks = [header] + [_exact_bytes(by_key[e.name], e.nbytes) for e in planned if e.nbytes]
             entry = self._put(relpath, lambda: chunks, role)
             if self.after_shard is not None:
                 self.after_shard([s for _, s in tensors])
