@@ -97,6 +97,8 @@ def _var_names(cls: str, inner: Mapping[str, Any], count: int) -> list[str]:
 # not regrouped (weights still convert).
 _CHILD_ORDER = ("forward_layer", "backward_layer", "cell", "query_dense", "key_dense", "value_dense", "output_dense")
 _EINSUM_CHILDREN = {"query_dense", "key_dense", "value_dense", "output_dense"}  # MultiHeadAttention
+#: root groups of ``model.weights.h5`` that are not parts of the model
+_ROOT_NOT_MODEL = ("optimizer",)
 
 
 def _has_datasets(group: Any) -> bool:
@@ -147,11 +149,16 @@ class _H5Reader:
             self.paths[ds.name.lstrip("/")] = tensor
             if i < n_trainable:
                 self.trainable.append(tensor)
-        keys = [] if root else [k for k in group if k not in ("vars", "layers") and isinstance(group[k], h5py.Group)]
+        # Sub-objects held in attributes: an RNN's cell, a Bidirectional's two layers, and at the
+        # root a subclassed model's layers (Keras saves those by attribute name, beside "layers").
+        skip = ("vars", "layers") + (_ROOT_NOT_MODEL if root else ())
+        keys = [k for k in group if k not in skip and isinstance(group[k], h5py.Group)]
         known = [k for k in _CHILD_ORDER if k in keys]
         unknown = sorted(k for k in keys if k not in _CHILD_ORDER)
         holders = [k for k in keys if _has_datasets(group[k])]
-        if len(holders) > 1 and any(k in unknown for k in holders):
+        if (len(holders) > 1 or root) and any(k in unknown for k in holders):
+            # HDF5 keeps attributes sorted by name, not in the order the model creates variables,
+            # so the optimizer's per-variable slots cannot be matched to them
             self.ambiguous.append("/".join(path) or group.name)
         for key in known + unknown:  # sub-objects: an RNN's cell, a Bidirectional's two layers, ...
             child_config: Any = {}
@@ -358,6 +365,12 @@ def to_lamina(
         for ds in layout["datasets"]:
             ds["tensor"] = reader.paths.get(ds["path"])
             ds["optimizer"] = roles.get(ds["path"])
+        # Never lossy in silence: every weight the file holds must have become a tensor.
+        lost = [d["path"] for d in layout["datasets"] if d["tensor"] is None and d["optimizer"] is None
+                and d["path"].split("/")[0] not in _ROOT_NOT_MODEL]
+        if lost:
+            raise FormatError(f"{src_path}: model.weights.h5 holds weights lamina could not place: "
+                              f"{', '.join(lost[:8])}{' ...' if len(lost) > 8 else ''}")
         files[LAYOUT] = layout
         for name, data in entries.items():
             if name != "model.weights.h5":
