@@ -45,7 +45,7 @@ def push(src: str | os.PathLike[str] | Artifact, dst: str | os.PathLike[str], *,
         if not isinstance(src, Artifact):  # any location lamina can open: a repository ref too
             src = open_location(src, storage_options=storage_options)
         return hub_push(src, os.fspath(dst), revision=branch, message=message, tag=tag, private=private,
-                        token=token, progress=progress, storage_options=storage_options)
+                        token=token, progress=progress)
     from lamina.repo.repository import Repo
 
     return Repo(dst, storage_options=storage_options).push(src, branch or "main", message=message, tag=tag,

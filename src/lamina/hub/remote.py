@@ -116,9 +116,9 @@ def _git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def hub_push(src: Any, location: str, *, revision: str | None = None, message: str = "", tag: str | None = None,
-             private: bool = False, token: str | None = None, endpoint: str | None = None,
-             progress: Progress | None = None, storage_options: Mapping[str, Any] | None = None) -> PushResult:
+def hub_push(artifact: Artifact, location: str, *, revision: str | None = None, message: str = "",
+             tag: str | None = None, private: bool = False, token: str | None = None, endpoint: str | None = None,
+             progress: Progress | None = None) -> PushResult:
     """One commit holding the snapshot; only files the branch does not already hold are sent, each
     checked against the manifest first (a local snapshot's files by path; others staged in a
     temporary directory, so memory stays bounded)."""
@@ -128,8 +128,7 @@ def hub_push(src: Any, location: str, *, revision: str | None = None, message: s
 
     repo_id, at = parse_hub(location)
     branch = revision or at or "main"
-    # Any location lamina can name is opened by the caller (lamina.push); a plain directory or URI here.
-    artifact = src if isinstance(src, Artifact) else open_snapshot(src, storage_options=storage_options)
+    # ``lamina.push`` opens the source, wherever it lives (one opening path: repo.open_location).
     source = artifact._store.source()
     manifest_bytes = artifact.manifest_bytes()
     snapshot = hashlib.sha256(manifest_bytes).hexdigest()
