@@ -56,6 +56,10 @@ class Collected:
     aliases: dict[str, str]  # alias name -> stored tensor name
     framework: dict[str, str]  # {"name", "version"} of the source framework
     parameter_names: dict[int, str] = field(default_factory=dict)  # id(parameter) -> name (models)
+    #: the model's own name -> layer rule (Keras: up to the last '/'); None: lamina's default
+    layer_of: Callable[[str], str] | None = None
+    #: extra files that describe the model in its framework's terms (Keras: config and HDF5 layout)
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 class TensorReader(ABC):
@@ -71,6 +75,11 @@ class TensorReader(ABC):
     def check_files(self, paths: Sequence[str]) -> None:
         """Check the named shards (sizes, headers) before anything is loaded; raises IntegrityError."""
 
+    @abstractmethod
+    def extra_file(self, path: str) -> bytes | None:
+        """An extra file's bytes, checked against the manifest (``keras/layout.json``: how a
+        framework's own save paths map to tensor names); None when the snapshot has no such file."""
+
 
 class FrameworkAdapter(ABC):
     """One framework's side of lamina. Subclasses live in ``lamina/frameworks/<name>.py`` as
@@ -80,6 +89,8 @@ class FrameworkAdapter(ABC):
     name: str
     #: the top-level keys its :meth:`capture_rng` writes into a checkpoint's RNG state
     rng_keys: tuple[str, ...] = ()
+    #: how its models' tensor names map to layers (None: lamina's default, the name up to its last '.')
+    layer_of: Callable[[str], str] | None = None
 
     # ------------------------------------------------------------------ recognising
     @abstractmethod
@@ -118,6 +129,11 @@ class FrameworkAdapter(ABC):
         """A live optimizer's state, regrouped by parameter name."""
         raise FormatError(f"saving {self.name} optimizers is not supported")
 
+    def model_files(self, model: Any, optimizer: CapturedOptimizer | None) -> dict[str, bytes]:
+        """Extra files saved with a model of this framework (architecture, the framework's own
+        file layout), so the snapshot can be exported to the framework's format."""
+        return {}
+
     # ------------------------------------------------------------------ reading
     @abstractmethod
     def empty(self, dtype: str, shape: tuple[int, ...]) -> tuple[Any, memoryview]:
@@ -140,8 +156,10 @@ class FrameworkAdapter(ABC):
         raise FormatError(f"{self.name} has no model type to load into")
 
     def restore_optimizer(self, info: OptimizerInfo, optimizer: Any, model: Any,
-                          read: Callable[[list[TensorEntry]], dict[str, Any]]) -> None:
-        """Load saved optimizer state into a live optimizer over ``model``, matching by name."""
+                          read: Callable[[list[TensorEntry]], dict[str, Any]],
+                          reader: TensorReader | None = None) -> None:
+        """Load saved optimizer state into a live optimizer over ``model``, matching by name
+        (``reader`` gives access to the snapshot's extra files)."""
         raise FormatError(f"restoring {self.name} optimizers is not supported")
 
     def optimizer_state_dict(self, info: OptimizerInfo, read: Callable[[list[TensorEntry]], dict[str, Any]]) -> Any:
@@ -149,12 +167,13 @@ class FrameworkAdapter(ABC):
         raise FormatError(f"{self.name} has no optimizer state dict form")
 
     # ------------------------------------------------------------------ random state
-    def capture_rng(self) -> dict[str, Any]:
-        """This framework's global generator states, as plain data and tensors (merged into the
-        checkpoint's RNG state under keys the adapter owns)."""
+    def capture_rng(self, model: Any = None) -> dict[str, Any]:
+        """This framework's generator states — global ones, and ``model``'s own where a model
+        holds generators (Keras layers do) — as plain data and tensors, merged into the
+        checkpoint's RNG state under keys the adapter owns."""
         return {}
 
-    def restore_rng(self, state: Mapping[str, Any]) -> None:
+    def restore_rng(self, state: Mapping[str, Any], model: Any = None) -> None:
         """Set the generators from what :meth:`capture_rng` returned (ignore missing keys)."""
 
 

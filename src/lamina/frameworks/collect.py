@@ -31,9 +31,11 @@ def collect_tensors(model_or_tensors: Any) -> Collected:
     tied: the first is stored, the later ones are recorded as aliases of it.
     """
     parameter_names: dict[int, str] = {}
+    layer_of = None
     model_adapter = registry.for_value(model_or_tensors)
     if model_adapter is not None and model_adapter.is_model(model_or_tensors):
         items, parameter_names = model_adapter.named_tensors(model_or_tensors)
+        layer_of = model_adapter.layer_of
     elif isinstance(model_or_tensors, Mapping):
         items = list(model_or_tensors.items())
     else:
@@ -56,4 +58,5 @@ def collect_tensors(model_or_tensors: Any) -> Collected:
         tensors.append(source)
     # The framework of record: the first one besides numpy whose tensors were collected, else numpy.
     adapter = next((a for n, a in used.items() if n != "numpy"), None) or registry.get("numpy")
-    return Collected(tensors, aliases, {"name": adapter.name, "version": adapter.version()}, parameter_names)
+    return Collected(tensors, aliases, {"name": adapter.name, "version": adapter.version()}, parameter_names,
+                     layer_of=layer_of)

@@ -57,12 +57,12 @@ class Adapter(FrameworkAdapter):
         arr = np.empty(shape, dtype=numpy_dtype(dtype))
         return arr, memoryview(arr.reshape(-1).view(np.uint8))
 
-    def capture_rng(self) -> dict[str, Any]:
+    def capture_rng(self, model: Any = None) -> dict[str, Any]:
         kind, keys, pos, has_gauss, cached = np.random.get_state()
         return {"numpy": {"kind": kind, "keys": [int(k) for k in keys], "pos": int(pos),
                           "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
 
-    def restore_rng(self, state: Mapping[str, Any]) -> None:
+    def restore_rng(self, state: Mapping[str, Any], model: Any = None) -> None:
         if "numpy" in state:
             n = state["numpy"]
             np.random.set_state((n["kind"], np.array(n["keys"], dtype=np.uint32), int(n["pos"]),

@@ -37,6 +37,8 @@ class CapturedOptimizer:
     scalars: dict[str, dict[str, Scalar]] = field(default_factory=dict)
     slots: list[str] = field(default_factory=list)
     framework: str = "torch"
+    #: the adapter's own description of where the state lives in its framework's files
+    layout: Any = None
 
 
 def optimizer_info(captured: CapturedOptimizer, tensor_entries: Mapping[str, Any]) -> OptimizerInfo:

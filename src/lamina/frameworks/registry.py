@@ -29,6 +29,7 @@ __all__ = ["register", "get", "for_value", "loaded", "names", "registered"]
 _BUILTIN: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "numpy": ("lamina.frameworks.numpy", ("np", "numpy"), ("numpy", "ml_dtypes")),
     "torch": ("lamina.frameworks.torch", ("pt", "torch"), ("torch",)),
+    "keras": ("lamina.frameworks.keras", ("keras",), ("keras",)),
 }
 _registry: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = dict(_BUILTIN)
 _instances: dict[str, FrameworkAdapter] = {}

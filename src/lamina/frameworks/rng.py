@@ -13,17 +13,18 @@ from lamina.frameworks import registry
 __all__ = ["capture_rng", "restore_rng"]
 
 
-def capture_rng() -> dict[str, Any]:
+def capture_rng(model: Any = None) -> dict[str, Any]:
     """Python's generator, plus the generators of every framework this process has imported
-    (numpy under ``numpy``, torch under ``torch`` and ``cuda``)."""
+    (numpy under ``numpy``, torch under ``torch`` and ``cuda``, Keras under ``keras``), and those
+    ``model`` holds (Keras layers' seed generators)."""
     version, words, gauss = random.getstate()
     state: dict[str, Any] = {"python": {"version": version, "state": list(words), "gauss_next": gauss}}
     for adapter in registry.loaded():
-        state.update(adapter.capture_rng())
+        state.update(adapter.capture_rng(model))
     return state
 
 
-def restore_rng(state: Any, where: str) -> None:
+def restore_rng(state: Any, where: str, model: Any = None) -> None:
     """Set the generators from :func:`capture_rng`'s data (after a round trip through the
     manifest: lists for tuples, tensors put back)."""
     if not isinstance(state, dict):
@@ -34,6 +35,6 @@ def restore_rng(state: Any, where: str) -> None:
         for name in registry.registered():
             adapter = registry.get(name) if name in state else None  # (importing only what is needed)
             if adapter is not None and any(key in state for key in adapter.rng_keys):
-                adapter.restore_rng(state)
+                adapter.restore_rng(state, model)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise StateMismatchError(f"{where}: cannot restore the RNG state: {exc}") from None

@@ -111,7 +111,8 @@ class Adapter(FrameworkAdapter):
         return _load_into_module(reader, resolve, model, strict)
 
     def restore_optimizer(self, info: OptimizerInfo, optimizer: Any, model: Any,
-                          read: Callable[[list[TensorEntry]], dict[str, Any]]) -> None:
+                          read: Callable[[list[TensorEntry]], dict[str, Any]],
+                          reader: TensorReader | None = None) -> None:
         names_by_id = {id(p): n for n, p in model.named_parameters()}
         live_groups = optimizer.param_groups
         if len(live_groups) != len(info.param_groups):
@@ -135,13 +136,13 @@ class Adapter(FrameworkAdapter):
         return build_state_dict(info, [list(g.params) for g in info.param_groups], read)
 
     # ------------------------------------------------------------------ random state
-    def capture_rng(self) -> dict[str, Any]:
+    def capture_rng(self, model: Any = None) -> dict[str, Any]:
         state: dict[str, Any] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = list(torch.cuda.get_rng_state_all())
         return state
 
-    def restore_rng(self, state: Mapping[str, Any]) -> None:
+    def restore_rng(self, state: Mapping[str, Any], model: Any = None) -> None:
         if "torch" in state:
             torch.set_rng_state(state["torch"])
             if "cuda" in state and torch.cuda.is_available():

@@ -169,7 +169,7 @@ class Artifact:
             raise StateMismatchError(f"{self.location} holds no optimizer state")
         adapter = self._adapter_of(optimizer, "optimizer")
         adapter.restore_optimizer(self._manifest.optimizer, optimizer, module,
-                                  lambda entries: self._reader.read(entries, adapter.name))
+                                  lambda entries: self._reader.read(entries, adapter.name), reader=self._reader)
 
     def optimizer_state(self, framework: str = "pt") -> dict[str, dict[str, Any]]:
         """Optimizer state by parameter name: ``{param: {slot: tensor or scalar}}`` (framework-neutral,

@@ -56,14 +56,20 @@ def _layer_function(layer_of: Callable[[str], str] | None) -> Callable[[str], st
 
 
 def collect_for_save(model_or_tensors: Any, optimizer: Any) -> tuple[Collected, CapturedOptimizer | None]:
-    """The tensors of a model (or mapping) and, if given, its torch optimizer's state."""
+    """The tensors of a model (or mapping), its optimizer's state if given, and the files that
+    describe the model in its framework's terms (Keras: config and layout)."""
     collected = collect_tensors(model_or_tensors)
-    if optimizer is None:
-        return collected, None
-    adapter = registry.for_value(optimizer)
-    if adapter is None or not adapter.is_optimizer(optimizer):
-        raise FormatError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    return collected, adapter.capture_optimizer(optimizer, collected)
+    captured = None
+    if optimizer is not None:
+        adapter = registry.for_value(optimizer)
+        if adapter is None or not adapter.is_optimizer(optimizer):
+            raise FormatError(f"optimizer must be an optimizer of {' or '.join(registry.registered())} "
+                              f"(e.g. torch.optim.Optimizer, keras.optimizers.Optimizer), got {type(optimizer).__name__}")
+        captured = adapter.capture_optimizer(optimizer, collected)
+    model_adapter = registry.for_value(model_or_tensors)
+    if model_adapter is not None and model_adapter.is_model(model_or_tensors):
+        collected.files = model_adapter.model_files(model_or_tensors, captured)
+    return collected, captured
 
 
 def fill_snapshot(
@@ -81,7 +87,7 @@ def fill_snapshot(
     commit it; returns the manifest's bytes and leaves the Manifest in ``writer.manifest``."""
     model_info = coerce_info(info)
     training_state = coerce_training(training)
-    layer_fn = _layer_function(layer_of)
+    layer_fn = _layer_function(layer_of or collected.layer_of)
     weight_layers = _group([(layer_fn(s.name), s.name, s) for s in collected.tensors])
     aliases = tuple(Alias(name, layer_fn(name), target) for name, target in collected.aliases.items())
     optimizer_layers = {}
@@ -115,7 +121,10 @@ def fill_snapshot(
     }
     index_text = json.dumps(index, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     writer.write_file(INDEX_NAME, index_text.encode("utf-8"), role="index")
-    for relpath, data in (files or {}).items():
+    clash = sorted(set(collected.files) & set(files or {}))
+    if clash:
+        raise FormatError(f"files {clash} are written by lamina from the model itself; choose other paths")
+    for relpath, data in {**collected.files, **(files or {})}.items():
         writer.write_file(relpath, data)
     manifest = Manifest(
         format_version=FORMAT_VERSION,

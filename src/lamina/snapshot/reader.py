@@ -114,6 +114,9 @@ class ShardReader(TensorReader):
         """Size and header of each shard, in parallel, before anything is loaded."""
         run_parallel(self.check_shard, list(paths), self.max_workers)
 
+    def extra_file(self, path: str) -> bytes | None:
+        return self.read_file_verified(path) if path in self.files else None
+
     def read_file_verified(self, path: str) -> bytes:
         """A whole file, checked against its recorded size and sha256."""
         recorded = self.files[path]

@@ -142,7 +142,7 @@ class CheckpointManager:
         if scheduler is not None:
             state["scheduler"] = scheduler.state_dict()
         if rng:
-            state["rng"] = capture_rng()
+            state["rng"] = capture_rng(model)
         plain_extra, files = pack_training_extra(state, dropped)
         if dropped:
             raise FormatError(f"checkpoint {step}: cannot store {', '.join(dropped)} without pickles; "
@@ -286,7 +286,7 @@ class CheckpointManager:
             scheduler.load_state_dict(extra["scheduler"])
             restored.append("scheduler")
         if rng and "rng" in extra:
-            restore_rng(extra["rng"], where)
+            restore_rng(extra["rng"], where, model)
             restored.append("rng")
         user_extra = {k: v for k, v in extra.items() if k not in ("scheduler", "rng")}
         training = art.training
