@@ -8,9 +8,11 @@ from pathlib import Path
 from lamina._errors import FormatError
 from lamina.storage.local import open_regular
 
+from ._tf_bundle import has_table_magic
+
 __all__ = ["FORMATS", "detect_source", "destination_format"]
 
-FORMATS = ("lamina", "torch", "keras", "onnx")
+FORMATS = ("lamina", "torch", "keras", "onnx", "tf")  # tf: TensorFlow checkpoints, read only
 _TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # protocol 2 + torch magic
@@ -34,15 +36,34 @@ def _looks_like_onnx(head: bytes) -> bool:
     return head[:1] in (b"\x08", b"\x12", b"\x1a", b"\x22", b"\x32", b"\x3a", b"\x42")
 
 
+def _tf_checkpoint(p: Path) -> bool:
+    """A TensorFlow checkpoint: a SavedModel or checkpoint directory, a prefix whose ``.index``
+    exists, an ``.index`` file or a ``.data-*`` file of one (the index is an SSTable: its footer
+    ends with the table magic)."""
+    if p.is_dir():
+        if (p / "saved_model.pb").is_file() and (p / "variables").is_dir():
+            return True
+        return (p / "checkpoint").is_file() and any(has_table_magic(i) for i in p.glob("*.index"))
+    if p.suffix == ".index":
+        return has_table_magic(p)
+    if not p.exists():
+        return has_table_magic(f"{p}.index")
+    head, dot, _ = p.name.rpartition(".data-")
+    return bool(dot) and has_table_magic(p.with_name(f"{head}.index"))
+
+
 def detect_source(path: str | Path) -> str:
-    """The format of ``path`` judged from its content: lamina, torch, keras or onnx."""
+    """The format of ``path`` judged from its content: lamina, torch, keras, onnx or tf."""
     p = Path(path)
+    if _tf_checkpoint(p):
+        return "tf"
     if p.is_dir():
         if (p / "manifest.msgpack").is_file():
             return "lamina"
         if (p / "pytorch_model.bin.index.json").is_file() or (p / "pytorch_model.bin").is_file():
             return "torch"
-        raise FormatError(f"{p}: a directory that is neither a lamina snapshot nor a Hugging Face torch checkpoint")
+        raise FormatError(f"{p}: a directory that is neither a lamina snapshot, a Hugging Face torch checkpoint "
+                          "nor a TensorFlow checkpoint or SavedModel")
     with open_regular(p) as f:  # a FIFO, device or socket is refused here, without blocking
         head = f.read(64)
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):

@@ -15,7 +15,9 @@ from lamina.storage.local import open_regular
 __all__ = ["convert"]
 
 _MODULES = {"torch": "lamina.converters.torch_pickle", "keras": "lamina.converters.keras",
-            "onnx": "lamina.converters.onnx"}
+            "onnx": "lamina.converters.onnx", "tf": "lamina.converters.tf_checkpoint"}
+_INSTALL = {"torch": "pip install 'lamina[torch]'", "keras": "pip install 'lamina[keras]'",
+            "onnx": "pip install 'lamina[onnx]'", "tf": "pip install tensorflow-cpu (or tensorflow)"}
 
 
 def _converter(fmt: str) -> Any:
@@ -24,10 +26,10 @@ def _converter(fmt: str) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("lamina.converters"):
             raise FormatError(f"no {fmt} converter in this lamina version") from None
-        extra = {"torch": "torch", "keras": "keras", "onnx": "onnx"}[fmt]
-        raise FormatError(f"converting {fmt} needs {exc.name}: pip install 'lamina[{extra}]'") from None
+        raise FormatError(f"converting {fmt} needs {exc.name}: {_INSTALL[fmt]}") from None
 
 
+_READ_ONLY = {"tf"}  # formats lamina converts from, never to
 _HINTS = {"progress", "report"}  # passed when a converter can use it, dropped silently otherwise
 
 
@@ -48,13 +50,15 @@ def convert(
     to_format: str | None = None,
     **options: Any,
 ) -> Path:
-    """Convert between lamina snapshots and torch, Keras and ONNX files.
+    """Convert between lamina snapshots and torch, Keras and ONNX files; read TensorFlow checkpoints.
 
     The source format is detected from content, the destination format from the extension
     (``.pt .pth .bin .ckpt`` torch, ``.keras`` Keras, ``.onnx`` ONNX, otherwise a lamina directory);
-    ``from_format`` / ``to_format`` override. Foreign-to-foreign conversions go through a temporary
-    snapshot. ``options`` go to the converters (e.g. ``trust_pickle``, ``param_names``,
-    ``checkpoint``, ``overwrite``, ``progress``); one that no converter involved takes is an error.
+    ``from_format`` / ``to_format`` override. A TensorFlow checkpoint (``"tf"``: a checkpoint
+    directory, a prefix such as ``ckpt-3``, its ``.index`` file, or a SavedModel directory) is a
+    source only. Foreign-to-foreign conversions go through a temporary snapshot. ``options`` go
+    to the converters (e.g. ``trust_pickle``, ``param_names``, ``checkpoint``, ``overwrite``,
+    ``progress``, ``include_optimizer``); one that no converter involved takes is an error.
 
     Example:
         >>> import lamina, torch, tempfile, os
@@ -67,10 +71,13 @@ def convert(
 
     if from_format is not None and from_format not in FORMATS:
         raise FormatError(f"unknown format {from_format!r}; choose one of {', '.join(FORMATS)}")
-    if from_format is not None and not Path(src).is_dir():
+    if from_format is not None and from_format != "tf" and not Path(src).is_dir():
         open_regular(src).close()  # converters open it themselves: refuse a FIFO or device before they block
     source = from_format or detect_source(src)
     target = destination_format(dst, to_format)
+    if target in _READ_ONLY:
+        raise FormatError(f"lamina reads {target} checkpoints but does not write them; convert to a lamina "
+                          "directory, .keras or .onnx instead")
     if source == target == "lamina":
         raise FormatError("source and destination are both lamina snapshots; use `lamina push`/copy instead")
     if source == "lamina":

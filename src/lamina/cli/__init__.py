@@ -67,8 +67,9 @@ def verify(path: str) -> None:
 @cli.command()
 @click.argument("src", type=click.Path())
 @click.argument("dst", type=click.Path())
-@click.option("--from", "from_format", type=click.Choice(["lamina", "torch", "keras", "onnx"]),
-              help="Source format (default: detected from the content).")
+@click.option("--from", "from_format", type=click.Choice(["lamina", "torch", "keras", "onnx", "tf"]),
+              help="Source format (default: detected from the content); tf: a TensorFlow checkpoint "
+                   "(directory, prefix, .index) or SavedModel, read only.")
 @click.option("--to", "to_format", type=click.Choice(["lamina", "torch", "keras", "onnx"]),
               help="Destination format (default: from DST's extension; a directory is lamina).")
 @click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
@@ -87,7 +88,8 @@ def verify(path: str) -> None:
 def convert(src: str, dst: str, from_format: str | None, to_format: str | None, overwrite: bool,
             trust_pickle: bool, param_names: str | None, optimizer_index: int | None, checkpoint: bool,
             onnx_template: str | None, external_data: bool | None) -> None:
-    """Convert SRC to DST between lamina, torch (.pt .pth .bin .ckpt), Keras (.keras) and ONNX (.onnx)."""
+    """Convert SRC to DST between lamina, torch (.pt .pth .bin .ckpt), Keras (.keras) and ONNX (.onnx);
+    SRC may also be a TensorFlow checkpoint or SavedModel (--from tf)."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
