@@ -41,7 +41,7 @@ def _tf_checkpoint(p: Path) -> bool:
     exists, an ``.index`` file or a ``.data-*`` file of one (the index is an SSTable: its footer
     ends with the table magic)."""
     if p.is_dir():
-        if (p / "saved_model.pb").is_file() and (p / "variables").is_dir():
+        if (p / "saved_model.pb").exists() and (p / "variables").is_dir():  # present; never opened
             return True
         return (p / "checkpoint").is_file() and any(has_table_magic(i) for i in p.glob("*.index"))
     if p.suffix == ".index":

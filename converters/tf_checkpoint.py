@@ -14,7 +14,8 @@ Names are the checkpoint's keys, unchanged (``model/dense/kernel/.ATTRIBUTES/VAR
 ``bert/encoder/layer_0/attention/self/query/kernel``); a layer is the key without its
 ``/.ATTRIBUTES/...`` suffix and without its last component. Optimizer slots are grouped by
 parameter as ``_tf_optim`` describes; ``tf/checkpoint.json`` records which checkpoint key each slot
-and optimizer scalar came from, and ``tf/object_graph.pb`` keeps the object graph as stored.
+and optimizer scalar came from (and the variables' own names from the object graph), and
+``tf/object_graph.pb`` keeps the object graph as stored. See docs/tf-checkpoints.md.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def resolve_prefix(src: str | os.PathLike[str]) -> Path:
     """
     path = Path(src)
     if path.is_dir():
-        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+        if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():  # never opened
             prefix = path / "variables" / "variables"
             if not Path(f"{prefix}.index").is_file():
                 raise NotFoundError(f"{path}: a SavedModel without variables/variables.index (it has no variables)")
@@ -78,13 +79,14 @@ def resolve_prefix(src: str | os.PathLike[str]) -> Path:
             import tensorflow as tf
 
             with _tf_errors(f"{path / 'checkpoint'}"):
-                latest = tf.train.latest_checkpoint(str(path))
-            # The state file may hold absolute paths from the machine that wrote it: only its last
+                state = tf.train.get_checkpoint_state(str(path))
+            latest = state.model_checkpoint_path if state is not None else ""
+            # The state file may hold absolute paths from the machine that wrote it: only the last
             # part is used, inside this directory (never a checkpoint elsewhere).
-            if latest is not None and Path(f"{path / Path(latest).name}.index").is_file():
+            if latest and Path(f"{path / Path(latest).name}.index").is_file():
                 return path / Path(latest).name
-            raise NotFoundError(f"{path}: the checkpoint state file names {latest or 'no checkpoint'!r}, which "
-                                f"is not here; pass one of {[p.name for p in indexes][:5]} instead")
+            raise NotFoundError(f"{path}: the checkpoint state file names {Path(latest).name or 'no checkpoint'!r}, "
+                                f"which is not here; pass one of {[p.name for p in indexes][:5]} instead")
         if len(indexes) == 1:
             return indexes[0].with_suffix("")
         raise FormatError(f"{path}: not a TensorFlow checkpoint directory (no 'checkpoint' state file, "
@@ -101,8 +103,9 @@ def resolve_prefix(src: str | os.PathLike[str]) -> Path:
 
 # ------------------------------------------------------------------------------------ reading
 @contextmanager
-def _tf_errors(where: str) -> Iterator[None]:
-    """TensorFlow's errors as lamina's: a missing file, damaged bytes, anything else malformed."""
+def _tf_errors(where: str, file: str | None = None) -> Iterator[None]:
+    """TensorFlow's errors as lamina's: a missing file, damaged bytes, anything else malformed;
+    ``file`` is what an IntegrityError lists as failed (default: ``where``)."""
     import tensorflow as tf
 
     try:
@@ -114,7 +117,7 @@ def _tf_errors(where: str) -> Iterator[None]:
         if exc.error_code == tf.errors.NOT_FOUND:
             raise NotFoundError(message) from None
         if exc.error_code == tf.errors.DATA_LOSS or "checksum" in message.lower():
-            raise IntegrityError(message, [(where, "unreadable")]) from None
+            raise IntegrityError(message, [(file or where, "unreadable")]) from None
         raise FormatError(message) from None
     except (ValueError, TypeError, RuntimeError, MemoryError, OverflowError) as exc:
         raise FormatError(f"{where}: TensorFlow cannot read it ({type(exc).__name__}: {str(exc)[:300]})") from None
@@ -141,7 +144,7 @@ class _Reader:
                                  [(f"{self.where}.index", "inconsistent")])
 
     def get(self, name: str) -> Any:
-        with self._lock, _tf_errors(f"{self.where}: variable {name!r}"):
+        with self._lock, _tf_errors(f"{self.where}: variable {name!r}", self.where):
             return self._reader.get_tensor(name)
 
     def array(self, name: str) -> Any:
@@ -239,11 +242,10 @@ def to_lamina(
         NotFoundError: no checkpoint there, or a missing data shard.
 
     Example:
-        >>> import tensorflow as tf, lamina
-        >>> m = tf.Module(); m.w = tf.Variable([1.0, 2.0])
-        >>> prefix = tf.train.Checkpoint(m=m).save("/tmp/lamina-doc-tf/ckpt")
-        >>> lamina.convert(prefix, "/tmp/lamina-doc-tf/snap", overwrite=True)  # doctest: +SKIP
-        >>> lamina.open("/tmp/lamina-doc-tf/snap").keys()  # doctest: +SKIP
+        >>> import os, tempfile, tensorflow as tf, lamina
+        >>> d = tempfile.mkdtemp(); m = tf.Module(); m.w = tf.Variable([1.0, 2.0])
+        >>> prefix = tf.train.Checkpoint(m=m).save(os.path.join(d, "ckpt"))
+        >>> lamina.open(lamina.convert(prefix, os.path.join(d, "snap"))).keys()
         ['m/w/.ATTRIBUTES/VARIABLE_VALUE', 'save_counter/.ATTRIBUTES/VARIABLE_VALUE']
     """
     import tensorflow as tf
