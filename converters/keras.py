@@ -215,6 +215,9 @@ def _slot_blocks(cls: str, config: Mapping[str, Any]) -> list[tuple[str, ...]] |
         return [("momentum", "velocity")] + ([("velocity_hat",)] if config.get("amsgrad") else [])
     if cls == "SGD":
         return [("momentum",)] if config.get("momentum") else []
+    if cls == "RMSprop":
+        return ([("velocity",)] + ([("momentum",)] if (config.get("momentum") or 0) > 0 else [])
+                + ([("average_gradient",)] if config.get("centered") else []))
     return None
 
 
@@ -231,14 +234,16 @@ def _optimizer(h5: Any, reader: _H5Reader, compile_config: Any, where: str) -> t
     blocks = _slot_blocks(cls, opt_config)
     if blocks is None:
         raise FormatError(f"{where}: the layout of Keras optimizer {cls or '(unrecorded)'!r} is not known to lamina "
-                          f"(supported: Adam, AdamW, SGD); {hint}")
+                          f"(supported: Adam, AdamW, SGD, RMSprop); {hint}")
     if reader.ambiguous:
         raise FormatError(f"{where}: the variable order of layer(s) {reader.ambiguous} is not known to lamina, so "
                           f"optimizer slots cannot be matched to parameters; {hint}")
     head = ["iteration"] + (["learning_rate"] if isinstance(opt_config.get("learning_rate"), (int, float)) else [])
     params = reader.trainable
     expected = len(head) + len(params) * sum(len(b) for b in blocks)
-    if len(variables) != expected:
+    if len(variables) == len(head):  # compiled but never trained: the optimizer is not built, no slots yet
+        blocks = []
+    elif len(variables) != expected:
         raise FormatError(f"{where}: {len(variables)} optimizer variables, but {cls} over {len(params)} trainable "
                           f"variables needs {expected}; {hint}")
     arrays = dict(reader.tensors)

@@ -11,7 +11,7 @@ Example:
 from lamina.api.convert import convert
 from lamina.api.diff import diff
 from lamina.api.publish import pull, push
-from lamina.api.snapshots import open, save
+from lamina.api.snapshots import load, open, save
 from lamina.format.manifest import FORMAT_VERSION, ModelInfo, TrainingState
 from lamina.format.repository import Revision
 from lamina.frameworks.base import LoadReport, TensorMismatch
@@ -40,6 +40,7 @@ from ._version import __version__
 __all__ = [
     "save",
     "open",
+    "load",
     "convert",
     "push",
     "pull",

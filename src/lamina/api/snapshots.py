@@ -6,13 +6,16 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from lamina._errors import FormatError, StateMismatchError
 from lamina.format.manifest import ModelInfo, TrainingState
+from lamina.frameworks import registry
+from lamina.frameworks.base import LoadReport
 from lamina.repo.repository import open_location
 from lamina.repo.targets import write_snapshot
 from lamina.snapshot.artifact import Artifact
 from lamina.snapshot.build import FileData, collect_for_save
 
-__all__ = ["save", "open"]
+__all__ = ["save", "open", "load"]
 
 
 def save(
@@ -116,3 +119,52 @@ def open(
     """
     return open_location(path, verify=verify, storage_options=storage_options, cache=cache,
                          max_concurrency=max_concurrency)
+
+
+def load(
+    model: Any,
+    source: str | os.PathLike[str] | Artifact,
+    *,
+    optimizer: Any = None,
+    strict: bool = True,
+    verify: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+    cache: bool | str | os.PathLike[str] | None = None,
+) -> LoadReport:
+    """Load a snapshot into a live model in place, and its optimizer state where there is one.
+
+    ``source`` is anything :func:`open` takes (a directory, ``repo@ref``, ``s3://``, ``https://``,
+    ``hf://org/name@rev``) or an open :class:`Artifact`. The model's framework adapter does the
+    loading (torch modules, Keras models on any backend). Optimizer state is restored into
+    ``optimizer`` when given, else into the optimizer the model carries (a compiled Keras model's)
+    when the snapshot has optimizer state.
+
+    Returns:
+        The :class:`lamina.LoadReport` of :meth:`Artifact.load_into`.
+
+    Raises:
+        StateMismatchError: with ``strict`` (default), the model or optimizer does not match; the
+            model is checked before anything is loaded.
+        FormatError: ``model`` is not a model of a supported framework.
+
+    Example:
+        >>> import lamina, torch, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "m")
+        >>> _ = lamina.save(torch.nn.Linear(2, 1), path)
+        >>> str(lamina.load(torch.nn.Linear(2, 1), path))
+        'all 2 tensors loaded'
+    """
+    adapter = registry.for_value(model)
+    if adapter is None or not adapter.is_model(model):
+        raise FormatError(f"cannot load into a {type(model).__name__}: it is not a model of a supported framework "
+                          f"({', '.join(registry.registered())})")
+    art = source if isinstance(source, Artifact) else open_location(
+        source, verify=verify, storage_options=storage_options, cache=cache)
+    if optimizer is not None and art.optimizer is None:
+        raise StateMismatchError(f"{art.location} holds no optimizer state; nothing was loaded")
+    if optimizer is None and art.optimizer is not None:
+        optimizer = adapter.model_optimizer(model)
+    report = art.load_into(model, strict=strict)
+    if optimizer is not None:
+        art.load_optimizer(optimizer, model)
+    return report

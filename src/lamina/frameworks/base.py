@@ -125,6 +125,10 @@ class FrameworkAdapter(ABC):
     def is_optimizer(self, value: Any) -> bool:
         return False
 
+    def model_optimizer(self, model: Any) -> Any:
+        """The optimizer a model carries itself (a compiled Keras model's), or None."""
+        return None
+
     def capture_optimizer(self, optimizer: Any, collected: Collected) -> CapturedOptimizer:
         """A live optimizer's state, regrouped by parameter name."""
         raise FormatError(f"saving {self.name} optimizers is not supported")

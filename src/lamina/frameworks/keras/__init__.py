@@ -77,6 +77,10 @@ class Adapter(FrameworkAdapter):
     def version(self) -> str:
         return str(keras.__version__)
 
+    def model_optimizer(self, model: Any) -> Any:
+        optimizer = getattr(model, "optimizer", None)  # set by compile()
+        return optimizer if self.is_optimizer(optimizer) else None
+
     layer_of = staticmethod(layer_of)
 
     # ------------------------------------------------------------------ writing
