@@ -55,15 +55,17 @@ def _tf_checkpoint(p: Path) -> bool:
 def detect_source(path: str | Path) -> str:
     """The format of ``path`` judged from its content: lamina, torch, keras, onnx or tf."""
     p = Path(path)
-    if _tf_checkpoint(p):
-        return "tf"
     if p.is_dir():
         if (p / "manifest.msgpack").is_file():
             return "lamina"
         if (p / "pytorch_model.bin.index.json").is_file() or (p / "pytorch_model.bin").is_file():
-            return "torch"
+            return "torch"  # first: Hugging Face repositories often carry a TF checkpoint beside it
+        if _tf_checkpoint(p):
+            return "tf"
         raise FormatError(f"{p}: a directory that is neither a lamina snapshot, a Hugging Face torch checkpoint "
                           "nor a TensorFlow checkpoint or SavedModel")
+    if _tf_checkpoint(p):
+        return "tf"
     with open_regular(p) as f:  # a FIFO, device or socket is refused here, without blocking
         head = f.read(64)
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):

@@ -211,14 +211,31 @@ def test_include_optimizer_false_keeps_every_variable(v1_adam: dict[str, Any], t
     _all_bitwise(art, reader, keys)
 
 
-def test_each_variable_is_read_once(v1_adam: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    reads: list[str] = []
+def test_variables_are_read_once_one_layer_at_a_time(v1_adam: dict[str, Any], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one writer thread, the reads between two finished shards all belong to one layer:
+    the conversion never holds more than a layer (and reads each variable exactly once)."""
+    import lamina.snapshot.writer
+
+    events: list[str | None] = []  # variable names read; None when a shard is done
     original = tf_checkpoint._Reader.get
-    monkeypatch.setattr(tf_checkpoint._Reader, "get", lambda self, name: reads.append(name) or original(self, name))
-    tf_checkpoint.to_lamina(v1_adam["prefix"], tmp_path / "snap")
+    monkeypatch.setattr(tf_checkpoint._Reader, "get", lambda self, name: events.append(name) or original(self, name))
+    monkeypatch.setattr(lamina.snapshot.writer, "default_workers", lambda: 1)
+    art = tf_checkpoint.to_lamina(v1_adam["prefix"], tmp_path / "snap", progress=lambda done, total: events.append(None))
+    reads = [e for e in events if e is not None and e != GRAPH]
     shapes = tf.train.load_checkpoint(str(v1_adam["prefix"])).get_variable_to_shape_map()
-    non_empty = sorted(k for k, s in shapes.items() if 0 not in s)  # an empty tensor has no bytes to read
-    assert sorted(reads) == non_empty
+    assert sorted(reads) == sorted(k for k, s in shapes.items() if 0 not in s and k != GRAPH)  # empty: no bytes
+    record = json.loads(art.read_file(tf_checkpoint.RECORD))
+    owner = {**{k: v[0] for k, v in record["slots"].items()}, **{k: k for k in shapes}}  # slot -> its parameter
+    batches: list[list[str]] = [[]]
+    for event in events:
+        if event is None:
+            batches.append([])
+        elif event != GRAPH and event not in record["scalars"]:  # the graph and scalars are read up front
+            batches[-1].append(tf_checkpoint.layer_of(owner[event]))
+    shards = [f for f in art.manifest.files if f.path.endswith(".safetensors")]
+    assert len(batches) == len(shards) + 1 and batches[-1] == []
+    assert all(len(set(batch)) <= 1 for batch in batches), batches
 
 
 def test_keras3_checkpoint_slot_lists_grouped_like_the_live_optimizer(keras3: dict[str, Any], tmp_path: Path) -> None:
