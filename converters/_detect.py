@@ -43,7 +43,9 @@ def _tf_checkpoint(p: Path) -> bool:
     if p.is_dir():
         if (p / "saved_model.pb").exists() and (p / "variables").is_dir():  # present; never opened
             return True
-        return (p / "checkpoint").is_file() and any(has_table_magic(i) for i in p.glob("*.index"))
+        indexes = [i for i in p.glob("*.index") if has_table_magic(i)]
+        # a state file names the latest; without one (the BERT release), one index is unambiguous
+        return bool(indexes) and ((p / "checkpoint").is_file() or len(indexes) == 1)
     if p.suffix == ".index":
         return has_table_magic(p)
     if not p.exists():

@@ -257,7 +257,11 @@ def read_bundle(prefix: str | os.PathLike[str], allow_strings: frozenset[str] = 
         size = os.fstat(f.fileno()).st_size
         if size > _MAX_INDEX:
             raise FormatError(f"{where}: {size} bytes; a checkpoint index over {_MAX_INDEX} bytes is refused")
-        data = f.read(size + 1)
+        chunks, left = [], size  # an unbuffered read may return less than asked
+        while left > 0 and (chunk := f.read(left)):
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
     seen_header = False
     entries: dict[str, Entry] = {}
     slices: list[Entry] = []

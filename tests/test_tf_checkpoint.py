@@ -361,6 +361,10 @@ def test_detection_of_every_way_to_name_a_checkpoint(v1_adam: dict[str, Any], tm
     for path in (prefix.parent, prefix, Path(f"{prefix}.index"), data):
         assert detect_source(path) == "tf", path
         assert tf_checkpoint.resolve_prefix(path) == prefix
+    release = _copy(prefix.parent, tmp_path)  # the BERT release's folder: one checkpoint, no state file
+    (release / "checkpoint").unlink()
+    (release / "bert_config.json").write_text("{}")
+    assert detect_source(release) == "tf" and tf_checkpoint.resolve_prefix(release) == release / prefix.name
     fake = tmp_path / "notes.index"
     fake.write_bytes(b"an index of my notes, not a table" * 4)
     with pytest.raises(lamina.FormatError, match="unrecognised format"):
