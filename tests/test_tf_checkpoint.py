@@ -399,6 +399,7 @@ def _shape_lie(name: str, entry: Any) -> None:
 
 @pytest.mark.parametrize("damage, error, match", [
     ("oversized_shape", lamina.FormatError, r"'m/w/\.ATTRIBUTES/VARIABLE_VALUE' declares F32\[1099511627776, 30\]"),
+    ("resource_dtype", lamina.FormatError, r"'m/w/\.ATTRIBUTES/VARIABLE_VALUE' is a resource tensor"),
     ("truncated_data", lamina.IntegrityError, r"needs bytes .* \(truncated\?\)"),
     ("missing_shard", lamina.NotFoundError, r"data shard 1 of 2"),
     ("garbage_index", lamina.FormatError, r"not a TensorFlow checkpoint index"),
@@ -411,6 +412,8 @@ def test_damaged_checkpoints_get_typed_errors(damage: str, error: type, match: s
     src: Path = prefix
     if damage == "oversized_shape":
         rewrite_index(prefix, _shape_lie)
+    elif damage == "resource_dtype":  # a resource handle has no value to read
+        rewrite_index(prefix, lambda name, entry: setattr(entry, "dtype", 20) if name == W else None)
     elif damage == "truncated_data":
         shard1.write_bytes(shard1.read_bytes()[:-1])
     elif damage == "missing_shard":
