@@ -16,6 +16,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     assert "resumed training matches uninterrupted training bit for bit: True" in res.stdout
     assert "OK " in res.stdout and "repository demo: OK" in res.stdout
+    assert "keras demo: OK" in res.stdout and "predicts bitwise equal: True" in res.stdout
+    assert lamina.open(tmp_path / "keras" / "keras-mlp").optimizer.framework == "keras"
     art = lamina.open(tmp_path / "tiny-lm")
     art.verify()
     assert art.info.name == "tiny-lm" and art.training.step == 20 and art.optimizer is not None

@@ -1,6 +1,8 @@
 """The lamina demo: train a small torch model, save it with its optimizer, inspect, verify, load
 one layer lazily, resume training bit-identically, then version it in a local repository
-(push, fine-tune one layer, push again: only that layer is uploaded; log, diff, pull, fsck).
+(push, fine-tune one layer, push again: only that layer is uploaded; log, diff, pull, fsck);
+then the same with a Keras model (``demo_keras.py``: save from memory, export to ``.keras``,
+``lamina.load``).
 Run with ``make demo``.
 
 Everything is made locally (no downloads); output goes to ``demo-out/`` (or the first argument).
@@ -91,6 +93,8 @@ def main(out: Path) -> None:
         raise SystemExit("demo failed: resumed training diverged")
 
     version_in_a_repository(out, path)
+    # Keras runs in its own process: it picks its backend once, and the torch part stays light
+    subprocess.run([sys.executable, str(Path(__file__).with_name("demo_keras.py")), str(out)], check=True)
 
 
 def version_in_a_repository(out: Path, snapshot: Path) -> None:
