@@ -1,20 +1,19 @@
-"""lamina.cli: the ``lamina`` command line — inspect, verify and convert snapshots here; repository
-commands in ``_repo_commands``, checkpoints in ``_checkpoint_commands``; one-line errors and exit
-codes in ``_errors_cli``.
+"""lamina.cli: the ``lamina`` command line — convert here; inspect and verify in
+``_inspect_commands``, repository commands in ``_repo_commands``, checkpoints in
+``_checkpoint_commands``; one-line errors and exit codes in ``_errors_cli``.
 
 May import: the public façade (``lamina``) and anything below it; nothing imports the CLI."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
-from .._errors import IntegrityError
 from .._version import __version__
 from ._checkpoint_commands import checkpoints
-from ._errors_cli import EXIT_INVALID, one_line_errors
+from ._errors_cli import one_line_errors
+from ._inspect_commands import inspect, verify
 from ._repo_commands import register
 
 __all__ = ["main", "cli"]
@@ -23,45 +22,6 @@ __all__ = ["main", "cli"]
 @click.version_option(__version__, "--version", "-V", prog_name="lamina")
 def cli() -> None:
     """lamina: per-layer, versioned model snapshots."""
-
-
-@cli.command()
-@click.argument("path")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
-@one_line_errors
-def inspect(path: str, as_json: bool) -> None:
-    """Show a snapshot's info, training state, layers, optimizer and files (reads the manifest only)."""
-    import lamina
-    from lamina.snapshot.summary import summarize
-
-    summary = summarize(lamina.open(path))
-    if as_json:
-        click.echo(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
-    else:
-        from ._render import render_summary
-
-        render_summary(summary)
-
-
-@cli.command()
-@click.argument("path")
-@one_line_errors
-def verify(path: str) -> None:
-    """Check every file's size and sha256 and every shard header against the manifest.
-
-    Exits 0 when everything matches, 1 listing the bad files otherwise.
-    """
-    import lamina
-
-    art = lamina.open(path)
-    try:
-        art.verify()
-    except IntegrityError as exc:
-        for file, why in exc.files:
-            click.echo(f"FAILED {file}: {why}", err=True)
-        click.echo(f"{len(exc.files)} file(s) failed verification in {path}", err=True)
-        sys.exit(EXIT_INVALID)
-    click.echo(f"OK {path}: {len(art.manifest.files)} files verified")
 
 
 @cli.command()
@@ -118,6 +78,8 @@ def convert(src: str, dst: str, from_format: str | None, to_format: str | None, 
 
 register(cli)
 cli.add_command(checkpoints)
+cli.add_command(inspect)
+cli.add_command(verify)
 
 
 def main() -> None:
