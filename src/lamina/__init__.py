@@ -74,3 +74,13 @@ __all__ = [
     "StorageError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``lamina.keras`` (the Keras ``fit`` callback) is imported on first use: it imports Keras,
+    which ``import lamina`` never does."""
+    if name == "keras":
+        import importlib
+
+        return importlib.import_module("lamina.keras")
+    raise AttributeError(f"module 'lamina' has no attribute {name!r}")
