@@ -298,7 +298,7 @@ def _metric_state(model: Any) -> list[dict[str, Any]]:
     is kept.)"""
     out = []
     for variable in model.metrics_variables:
-        value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable.value))
+        value = np.ascontiguousarray(variable.numpy())
         shape = tuple(variable.shape) if value.size == int(np.prod(variable.shape)) else value.shape
         out.append({"dtype": value.dtype.str, "shape": list(shape), "hex": value.tobytes().hex()})
     return out
