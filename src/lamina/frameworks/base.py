@@ -6,7 +6,8 @@ An adapter is the only code that touches a framework's objects. The rest of lami
 adapter for the few operations below. The interface is written so that Keras 3 (one adapter for
 its TensorFlow, torch and JAX backends: variables expose ``path``, ``value``, ``assign``) and a
 distributed torch state dict (DTensor: ``tensor_bytes`` of the local shard, ``empty`` on the
-right device) can implement it.
+right device) can implement it. Reads go through host memory: ``empty(dtype, shape, device)``
+gives a tensor with a writable host byte view, ``to_device`` moves it once filled.
 """
 
 from __future__ import annotations
@@ -140,8 +141,24 @@ class FrameworkAdapter(ABC):
 
     # ------------------------------------------------------------------ reading
     @abstractmethod
-    def empty(self, dtype: str, shape: tuple[int, ...]) -> tuple[Any, memoryview]:
-        """A new tensor of a dtype code and shape, and a writable byte view of its memory."""
+    def empty(self, dtype: str, shape: tuple[int, ...], device: Any = None) -> tuple[Any, memoryview]:
+        """A new tensor of a dtype code and shape, and a writable byte view of its memory.
+
+        ``device`` is where the caller wants the tensor in the end (None: host memory). The view is
+        always host memory: an adapter whose device memory cannot be written through it returns a
+        host tensor (torch: pinned for CUDA) that :meth:`to_device` moves once it is filled. An
+        adapter without devices accepts only None and ``"cpu"`` (:meth:`host_only`).
+        """
+
+    def to_device(self, tensor: Any, device: Any) -> Any:
+        """A tensor from :meth:`empty`, now filled, on ``device`` (None: left where it is)."""
+        return tensor
+
+    def host_only(self, device: Any) -> None:
+        """FormatError unless ``device`` is None or the CPU (for adapters whose tensors live in host memory)."""
+        if device is not None and str(device) != "cpu":
+            raise FormatError(f"{self.name} tensors live in host memory: device must be None or 'cpu', got {device!r}; "
+                              "read with framework='pt' for accelerator devices")
 
     def scalar(self, value: Any, dtype: str) -> Any:
         """A 0-d tensor holding ``value`` (optimizer scalars stored inline in the manifest)."""

@@ -53,7 +53,8 @@ class Adapter(FrameworkAdapter):
     def host_copy(self, value: Any) -> Any:
         return np.array(value, copy=True)
 
-    def empty(self, dtype: str, shape: tuple[int, ...]) -> tuple[Any, memoryview]:
+    def empty(self, dtype: str, shape: tuple[int, ...], device: Any = None) -> tuple[Any, memoryview]:
+        self.host_only(device)
         arr = np.empty(shape, dtype=numpy_dtype(dtype))
         return arr, memoryview(arr.reshape(-1).view(np.uint8))
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from lamina._errors import FormatError, StateMismatchError
+from lamina._parallel import run_parallel
 from lamina.format.dtypes import dtype_info, from_torch
 from lamina.format.manifest import OptimizerInfo, Scalar, TensorEntry, plain_value
 from lamina.frameworks.base import (
@@ -27,12 +28,40 @@ from lamina.frameworks.base import (
 )
 from lamina.frameworks.optim import SLOT_NAME, CapturedOptimizer, slot_key
 
-__all__ = ["Adapter", "torch_dtype", "capture_state_dict", "state_dict_ids", "build_state_dict"]
+__all__ = ["Adapter", "torch_dtype", "torch_device", "capture_state_dict", "state_dict_ids", "build_state_dict"]
+
+
+#: device types whose host-to-device copies are asynchronous from pinned memory
+_PINNED = ("cuda", "xpu")
 
 
 def torch_dtype(code: str) -> torch.dtype:
     """The torch dtype for a safetensors dtype code."""
     return getattr(torch, dtype_info(code).torch)
+
+
+def torch_device(device: Any) -> torch.device | None:
+    """``device`` (a string, ``torch.device`` or index) checked to exist in this process; None stays
+    None. FormatError for a malformed name, ``meta`` (it holds no data) or an absent accelerator."""
+    if device is None:
+        return None
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise FormatError(f"device={device!r} is not a usable torch device: {exc}") from None
+    if target.type == "cpu":
+        return target
+    if target.type == "meta":
+        raise FormatError("device='meta' holds no data to load into; to build a model without memory, create it "
+                          "on meta, then module.to_empty(device=...) and load_into it")
+    accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    if accelerator is None or accelerator.type != target.type:
+        raise FormatError(f"device {str(target)!r} is not available to this torch {torch.__version__} "
+                          f"(accelerator: {accelerator.type if accelerator else 'none'})")
+    count = torch.accelerator.device_count()
+    if target.index is not None and target.index >= count:
+        raise FormatError(f"device {str(target)!r} does not exist: this process sees {count} {target.type} device(s)")
+    return target
 
 
 class Adapter(FrameworkAdapter):
@@ -99,9 +128,18 @@ class Adapter(FrameworkAdapter):
         return capture_state_dict(sd, _parameter_names(optimizer, sd, collected), f"{cls.__module__}.{cls.__qualname__}")
 
     # ------------------------------------------------------------------ reading
-    def empty(self, dtype: str, shape: tuple[int, ...]) -> tuple[Any, memoryview]:
-        t = torch.empty(shape, dtype=torch_dtype(dtype))
+    def empty(self, dtype: str, shape: tuple[int, ...], device: Any = None) -> tuple[Any, memoryview]:
+        # Reads land in host memory (no reader here fills device memory directly); for a CUDA or
+        # XPU destination it is pinned, so to_device copies asynchronously.
+        target = torch_device(device)
+        t = torch.empty(shape, dtype=torch_dtype(dtype), pin_memory=target is not None and target.type in _PINNED)
         return t, memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
+    def to_device(self, tensor: Any, device: Any) -> Any:
+        target = torch_device(device)
+        if target is None or tensor.device == target:
+            return tensor
+        return tensor.to(target, non_blocking=tensor.is_pinned())
 
     def scalar(self, value: Any, dtype: str) -> Any:
         return torch.tensor(value, dtype=torch_dtype(dtype))
@@ -281,18 +319,39 @@ def build_state_dict(
 
 # ---------------------------------------------------------------------------- loading in place
 def _direct_buffer(target: Any) -> memoryview | None:
-    """Target memory as bytes when the stored bytes can be read straight into it."""
-    if target.device.type != "cpu" or not target.is_contiguous() or target.numel() == 0:
+    """Target memory as bytes when the stored bytes can be read straight into it (host memory,
+    contiguous, no lazy conjugate/negative bit)."""
+    if (target.device.type != "cpu" or not target.is_contiguous() or target.numel() == 0
+            or target.is_conj() or target.is_neg()):
         return None
     return memoryview(target.reshape(-1).view(torch.uint8).numpy())
 
 
+def _mismatch_hint(mismatched: list[TensorMismatch]) -> str:
+    if any(m.snapshot_shape == m.module_shape for m in mismatched):
+        return (" A dtype-only difference is never cast silently: cast the module to the snapshot's dtype "
+                "(module.to(dtype)) before loading, or read art.state_dict() and convert yourself.")
+    return ""
+
+
 def _load_into_module(reader: TensorReader, resolve: Mapping[str, TensorEntry], module: Any,
                       strict: bool) -> LoadReport:
-    """Copy snapshot tensors into ``module``'s parameters and buffers. With ``strict``, any
-    difference raises StateMismatchError before a single byte is loaded."""
+    """Copy snapshot tensors into ``module``'s parameters and buffers, wherever they live. With
+    ``strict``, any difference raises StateMismatchError before a single byte is loaded.
+
+    Contiguous host tensors are read into directly. Others (an accelerator, a non-contiguous
+    view) get the bytes through a host staging tensor, one shard at a time per reader worker
+    (pinned for CUDA/XPU, copied with ``non_blocking``), so extra memory is bounded by the shards
+    in flight, never the model. Tensors on ``meta`` have no memory: StateMismatchError, nothing loaded.
+    """
     targets = module.state_dict()  # detached tensors sharing memory with parameters / buffers
     targets = {n: t for n, t in targets.items() if isinstance(t, torch.Tensor)}
+    on_meta = [n for n, t in targets.items() if t.device.type == "meta" and n in resolve]
+    if on_meta:
+        shown = ", ".join(on_meta[:5]) + (f" and {len(on_meta) - 5} more" if len(on_meta) > 5 else "")
+        raise StateMismatchError(f"{len(on_meta)} module tensor(s) are on the meta device, with no memory to load "
+                                 f"into ({shown}); allocate them first with module.to_empty(device=...), then load. "
+                                 "Nothing was loaded.")
     missing = [n for n in targets if n not in resolve]
     unexpected = [n for n in resolve if n not in targets]
     mismatched, loadable = [], []
@@ -308,30 +367,40 @@ def _load_into_module(reader: TensorReader, resolve: Mapping[str, TensorEntry], 
     report = LoadReport(missing, unexpected, mismatched, loadable)
     if strict and not report.ok:
         raise StateMismatchError(f"module does not match the snapshot ({report}); nothing was loaded. "
-                                 "Pass strict=False to load the tensors that match.", report)
+                                 f"Pass strict=False to load the tensors that match.{_mismatch_hint(mismatched)}",
+                                 report)
     # Tied module tensors (same memory) are filled once; a stored tensor feeding two untied
     # module tensors is read once per destination, straight into each.
-    seen_memory: set[tuple[int, str]] = set()
-    direct: dict[str, list[Any]] = {}
-    copies: list[tuple[Any, TensorEntry]] = []
+    seen_memory: set[tuple[str, int, str]] = set()
+    direct: dict[str, Any] = {}
+    staged: dict[str, list[tuple[Any, TensorEntry]]] = {}  # shard path -> (target, entry)
     for name in loadable:
         target, entry = targets[name], resolve[name]
-        key = (target.data_ptr(), entry.name)
+        key = (str(target.device), target.data_ptr(), entry.name)
         if target.numel() and key in seen_memory:
             continue
         seen_memory.add(key)
         if _direct_buffer(target) is not None and entry.name not in direct:
-            direct[entry.name] = [target]
+            direct[entry.name] = target
         else:
-            copies.append((target, entry))
+            staged.setdefault(entry.file, []).append((target, entry))
     entries = [resolve[n] for n in loadable]
     by_name = {e.name: e for e in entries}
     if strict:  # a missing, truncated or mismatched shard is found before any parameter changes
         reader.check_files(sorted({e.file for e in entries}))
-    reader.read([by_name[n] for n in direct], "pt", lambda e: _direct_buffer(direct[e.name][0]))
-    if copies:
-        fresh = reader.read(list({e.name: e for _, e in copies}.values()), "pt")
+    reader.read([by_name[n] for n in direct], "pt", lambda e: _direct_buffer(direct[e.name]))
+
+    def through_host(path: str) -> None:
+        pairs = staged[path]
+        staging: dict[str, tuple[Any, memoryview]] = {}
+        for target, entry in pairs:
+            if entry.name not in staging:
+                staging[entry.name] = _ADAPTER.empty(entry.dtype, entry.shape, target.device)
+        reader.read([by_name[n] for n in staging], "pt", lambda e: staging[e.name][1])
         with torch.no_grad():
-            for target, entry in copies:
-                target.copy_(fresh[entry.name])
+            for target, entry in pairs:
+                host = staging[entry.name][0]
+                target.copy_(host, non_blocking=host.is_pinned())
+
+    run_parallel(through_host, sorted(staged), getattr(reader, "max_workers", 1))
     return report

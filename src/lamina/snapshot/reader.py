@@ -28,9 +28,10 @@ def normalize_framework(framework: str) -> str:
     return registry.get(framework).name
 
 
-def allocate(entry: TensorEntry, framework: str) -> tuple[Any, memoryview]:
-    """An empty tensor for ``entry`` and a writable byte view of its memory."""
-    return registry.get(framework).empty(entry.dtype, entry.shape)
+def allocate(entry: TensorEntry, framework: str, device: Any = None) -> tuple[Any, memoryview]:
+    """An empty tensor for ``entry`` and a writable (host) byte view of its memory; ``device``: where
+    the tensor goes once filled (the adapter may stage it in pinned memory)."""
+    return registry.get(framework).empty(entry.dtype, entry.shape, device)
 
 
 def read_manifest(store: Store, path: str = MANIFEST_NAME) -> tuple[bytes, Manifest]:
@@ -134,10 +135,16 @@ class ShardReader(TensorReader):
         entries: Sequence[TensorEntry],
         framework: str,
         destination: Callable[[TensorEntry], memoryview | None] = lambda e: None,
+        device: Any = None,
     ) -> dict[str, Any]:
         """Read entries, grouped by file, files in parallel. ``destination`` may supply a buffer to
-        fill in place (e.g. a module parameter); then the returned dict holds None for that entry."""
+        fill in place (e.g. a module parameter); then the returned dict holds None for that entry.
+        ``device``: the tensors end there (the adapter's ``to_device``), each file's as soon as it
+        is read, so host memory holds the shards in flight rather than everything read."""
         out: dict[str, Any] = {}
+        adapter = registry.get(framework)
+        if device is not None:
+            adapter.empty("U8", (0,), device)  # an unusable device is refused before any byte is read
         by_file: dict[str, list[TensorEntry]] = defaultdict(list)
         for e in entries:
             by_file[e.file].append(e)
@@ -157,7 +164,7 @@ class ShardReader(TensorReader):
             for e in by_file[path]:
                 buffer = destination(e)
                 if buffer is None:
-                    out[e.name], buffer = allocate(e, framework)
+                    out[e.name], buffer = allocate(e, framework, device)
                 else:
                     out[e.name] = None
                 if e.nbytes:
@@ -168,6 +175,10 @@ class ShardReader(TensorReader):
                     buffer[:] = data[start : start + len(buffer)]
             else:
                 self.store.read_into(path, sorted(ranges, key=lambda r: r[0]))
+            if device is not None:
+                for e in by_file[path]:
+                    if out[e.name] is not None:
+                        out[e.name] = adapter.to_device(out[e.name], device)
 
         run_parallel(load, list(by_file), self.max_workers)
         return out

@@ -111,7 +111,8 @@ class Adapter(FrameworkAdapter):
         return archive_files(model, walk_model(model), optimizer.layout if optimizer is not None else None)
 
     # ------------------------------------------------------------------ reading
-    def empty(self, dtype: str, shape: tuple[int, ...]) -> tuple[Any, memoryview]:
+    def empty(self, dtype: str, shape: tuple[int, ...], device: Any = None) -> tuple[Any, memoryview]:
+        self.host_only(device)
         arr = np.empty(shape, dtype=numpy_dtype(dtype))
         return arr, memoryview(arr.reshape(-1).view(np.uint8))
 
