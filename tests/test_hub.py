@@ -43,7 +43,7 @@ from lamina.format.manifest import FileEntry
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")
 
 MANIFEST = "manifest.msgpack"
-HUB_ONLY = {".gitattributes"}  # the Hub's initial commit; not part of any snapshot
+HUB_ONLY = {".gitattributes", "README.md"}  # the Hub's initial commit, lamina's model card: not snapshot files
 
 
 # ------------------------------------------------------------------------------------------ helpers

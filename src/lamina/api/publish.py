@@ -16,10 +16,11 @@ __all__ = ["push", "pull"]
 def push(src: str | os.PathLike[str] | Artifact, dst: str | os.PathLike[str], *, branch: str | None = None,
          message: str = "", tag: str | None = None, private: bool = False, author: str | None = None,
          storage_options: Mapping[str, Any] | None = None, token: str | None = None,
-         progress: Progress | None = None) -> PushResult:
+         progress: Progress | None = None, card: bool = True) -> PushResult:
     """Publish snapshot ``src`` to ``dst``: a lamina repository (a directory, ``s3://...``), or the
     Hugging Face Hub (``hf://org/name``: one commit; the repository is created when needed,
-    ``private`` on request; files the branch already holds are not sent again).
+    ``private`` on request; files the branch already holds are not sent again; a ``README.md``
+    model card is written from the snapshot's info in the same commit, see ``card``).
 
     Args:
         src: a snapshot directory, URI, ``repo@ref`` or open Artifact.
@@ -31,6 +32,10 @@ def push(src: str | os.PathLike[str] | Artifact, dst: str | os.PathLike[str], *,
         author: lamina repositories only: the revision author (default ``user@host``).
         storage_options: fsspec options for ``src`` and a remote repository.
         token: hub only: a token (default: ``HF_TOKEN`` or the huggingface_hub login).
+        card: hub only: create or update ``README.md`` with YAML front matter (license, tags,
+            library_name, base_model, pipeline_tag from ``info`` and ``info.extra``); a snapshot
+            carrying its own ``README.md`` keeps it byte for byte, and a README on the hub that
+            lamina did not generate is left alone. False: README.md is not touched.
 
     Example:
         >>> import lamina, numpy as np, tempfile, os
@@ -45,7 +50,7 @@ def push(src: str | os.PathLike[str] | Artifact, dst: str | os.PathLike[str], *,
         if not isinstance(src, Artifact):  # any location lamina can open: a repository ref too
             src = open_location(src, storage_options=storage_options)
         return hub_push(src, os.fspath(dst), revision=branch, message=message, tag=tag, private=private,
-                        token=token, progress=progress)
+                        token=token, progress=progress, card=card)
     from lamina.repo.repository import Repo
 
     return Repo(dst, storage_options=storage_options).push(src, branch or "main", message=message, tag=tag,

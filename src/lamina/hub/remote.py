@@ -27,6 +27,7 @@ from lamina._errors import (
 )
 from lamina.format.codec import MANIFEST_NAME
 from lamina.format.manifest import FileEntry
+from lamina.hub.card import CARD_PATH, is_generated, model_card
 from lamina.snapshot.artifact import Artifact
 from lamina.snapshot.open import open_snapshot
 from lamina.snapshot.reader import read_manifest
@@ -35,6 +36,7 @@ from lamina.storage.local import LocalStore
 
 __all__ = ["is_hub", "parse_hub", "hub_push", "hub_open", "hub_pull"]
 
+_CARD_LIMIT = 1 << 20  # a README.md larger than this is not read: never ours to replace
 _HUB = re.compile(r"^hf://(?:models/)?([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(.+))?/?\Z")
 
 
@@ -96,6 +98,12 @@ def _hub_errors(repo_id: str, action: str) -> Iterator[None]:
             raise ConflictError(f"hf://{repo_id}: the branch moved during this push (HTTP {status}); nothing was "
                                 f"committed; push again") from None
         raise StorageError(f"hf://{repo_id}: hub error while trying to {action}: {exc}") from None
+    except ValueError as exc:  # huggingface_hub checks a README.md's front matter with the hub first
+        if "README.md" not in str(exc):
+            raise
+        raise FormatError(f"hf://{repo_id}: the hub refused README.md ({' '.join(str(exc).split())}); nothing was "
+                          "committed. Fix the snapshot's info (license, tags, info.extra) or its own README.md, "
+                          "or push with card=False") from None
     except (OSError, ConnectionError, *_transport_errors()) as exc:
         raise StorageError(f"hf://{repo_id}: cannot reach the hub while trying to {action}: {exc}") from None
 
@@ -118,10 +126,15 @@ def _git_blob_sha1(data: bytes) -> str:
 
 def hub_push(artifact: Artifact, location: str, *, revision: str | None = None, message: str = "",
              tag: str | None = None, private: bool = False, token: str | None = None, endpoint: str | None = None,
-             progress: Progress | None = None) -> PushResult:
+             progress: Progress | None = None, card: bool = True) -> PushResult:
     """One commit holding the snapshot; only files the branch does not already hold are sent, each
     checked against the manifest first (a local snapshot's files by path; others staged in a
-    temporary directory, so memory stays bounded)."""
+    temporary directory, so memory stays bounded).
+
+    With ``card`` (default) the same commit creates or updates ``README.md`` from the snapshot's
+    info (:mod:`lamina.hub.card`), unless the snapshot carries its own ``README.md`` (pushed as it
+    is) or the branch holds one that lamina did not generate (left alone). The card is not counted
+    in the result's uploaded bytes and files, which describe the snapshot."""
     import tempfile
 
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
@@ -133,6 +146,9 @@ def hub_push(artifact: Artifact, location: str, *, revision: str | None = None, 
     manifest_bytes = artifact.manifest_bytes()
     snapshot = hashlib.sha256(manifest_bytes).hexdigest()
     api = _api(token, endpoint)
+    # before anything reaches the hub: a card field of the wrong type is refused with nothing created
+    own_card = any(f.path == CARD_PATH for f in artifact.manifest.files)
+    generated = model_card(artifact, repo_id, snapshot) if card and not own_card else None
     with _hub_errors(repo_id, "push"), tempfile.TemporaryDirectory(prefix="lamina-hub-") as staging:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if tag is not None and any(t.name == tag for t in api.list_repo_refs(repo_id).tags):
@@ -156,7 +172,12 @@ def hub_push(artifact: Artifact, location: str, *, revision: str | None = None, 
             operations.append(CommitOperationAdd(path_in_repo=MANIFEST_NAME, path_or_fileobj=manifest_bytes))
             uploaded += len(manifest_bytes)
             uploaded_files += 1
-        operations += [CommitOperationDelete(path_in_repo=p) for p in sorted(previous - set(wanted) - {MANIFEST_NAME})
+        keep = {MANIFEST_NAME}
+        if generated is not None:
+            keep.add(CARD_PATH)  # replaced below, or a card someone wrote: never deleted
+            if _card_replaceable(api, repo_id, parent, remote.get(CARD_PATH), previous, generated):
+                operations.append(CommitOperationAdd(path_in_repo=CARD_PATH, path_or_fileobj=generated))
+        operations += [CommitOperationDelete(path_in_repo=p) for p in sorted(previous - set(wanted) - keep)
                        if p in remote]
         if not operations:
             commit = parent
@@ -212,6 +233,25 @@ def _remote_manifest_paths(api: Any, repo_id: str, head: str | None, remote: Map
     except FormatError:
         return set()  # not ours to interpret: replace nothing but what we add
     return {f.path for f in manifest.files}
+
+
+def _card_replaceable(api: Any, repo_id: str, head: str | None, remote: Any, previous: set[str],
+                      generated: bytes) -> bool:
+    """Whether to write ``generated`` as README.md: none there yet, or one that differs and was
+    generated by lamina or shipped by the branch's previous snapshot (never a card a person wrote)."""
+    if remote is None:
+        return True
+    if _unchanged(remote, FileEntry(CARD_PATH, len(generated), hashlib.sha256(generated).hexdigest(), "extra"),
+                  lambda: generated):
+        return False
+    if CARD_PATH in previous:
+        return True
+    if remote.size > _CARD_LIMIT or head is None:
+        return False
+    from huggingface_hub import hf_hub_download
+
+    path = hf_hub_download(repo_id, CARD_PATH, revision=head, endpoint=api.endpoint, token=api.token)
+    return is_generated(Path(path).read_bytes())
 
 
 def _unchanged(remote: Any, entry: Any, content: Callable[[], bytes]) -> bool:
