@@ -12,7 +12,10 @@ from ._tf_bundle import has_table_magic
 
 __all__ = ["FORMATS", "detect_source", "destination_format"]
 
-FORMATS = ("lamina", "torch", "keras", "onnx", "tf")  # tf: TensorFlow checkpoints, read only
+# tf: TensorFlow checkpoints, read only; hf: a Hugging Face safetensors directory (single, sharded or
+# PEFT adapter; also hf://org/name sources); safetensors: one .safetensors file
+FORMATS = ("lamina", "torch", "keras", "onnx", "tf", "hf", "safetensors")
+_HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 _TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # protocol 2 + torch magic
@@ -54,18 +57,38 @@ def _tf_checkpoint(p: Path) -> bool:
     return bool(dot) and has_table_magic(p.with_name(f"{head}.index"))
 
 
+def _safetensors(head: bytes, p: Path) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then a JSON object, all inside the file."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    length = int.from_bytes(head[:8], "little")
+    try:
+        return 8 + length <= p.stat().st_size
+    except OSError:
+        return False
+
+
 def detect_source(path: str | Path) -> str:
-    """The format of ``path`` judged from its content: lamina, torch, keras, onnx or tf."""
+    """The format of ``path`` judged from its content: lamina, torch, keras, onnx, tf, hf or
+    safetensors. A directory is tried in this order: a lamina snapshot (``manifest.msgpack``), a
+    Hugging Face safetensors directory, a Hugging Face torch checkpoint, a TensorFlow checkpoint.
+    An ``hf://org/name[@rev]`` location is lamina when the repository holds a lamina snapshot, else hf."""
+    if str(path).startswith("hf://"):
+        from ._hf_hub import hub_format
+
+        return hub_format(str(path))
     p = Path(path)
     if p.is_dir():
         if (p / "manifest.msgpack").is_file():
             return "lamina"
+        if any((p / name).is_file() for name in _HF_WEIGHTS):
+            return "hf"  # before torch: hub repositories often carry pytorch_model.bin beside safetensors
         if (p / "pytorch_model.bin.index.json").is_file() or (p / "pytorch_model.bin").is_file():
             return "torch"  # first: Hugging Face repositories often carry a TF checkpoint beside it
         if _tf_checkpoint(p):
             return "tf"
-        raise FormatError(f"{p}: a directory that is neither a lamina snapshot, a Hugging Face torch checkpoint "
-                          "nor a TensorFlow checkpoint or SavedModel")
+        raise FormatError(f"{p}: a directory that is neither a lamina snapshot, a Hugging Face safetensors or torch "
+                          "checkpoint nor a TensorFlow checkpoint or SavedModel")
     if _tf_checkpoint(p):
         return "tf"
     with open_regular(p) as f:  # a FIFO, device or socket is refused here, without blocking
@@ -76,6 +99,8 @@ def detect_source(path: str | Path) -> str:
             raise FormatError(f"{p}: a zip archive that is neither a torch checkpoint nor a .keras model "
                               "(or it is truncated)")
         return found
+    if _safetensors(head, p) and p.suffix.lower() != ".onnx":
+        return "safetensors"
     if head.startswith(_HDF5_MAGIC):
         return "keras"
     if head.startswith(_LEGACY_TORCH_MAGIC) or (head[:1] == b"\x80" and p.suffix in _TORCH_SUFFIXES):
@@ -94,8 +119,9 @@ def detect_source(path: str | Path) -> str:
 
 
 def destination_format(path: str | Path, to: str | None = None) -> str:
-    """The format a destination asks for: ``to`` if given, else from the extension
-    (``.pt .pth .bin .ckpt`` torch, ``.keras`` keras, ``.onnx`` onnx, anything else a lamina directory)."""
+    """The format a destination asks for: ``to`` if given, else from the extension (``.pt .pth .bin
+    .ckpt`` torch, ``.keras`` keras, ``.onnx`` onnx, ``.safetensors`` one safetensors file, anything
+    else a lamina directory; a Hugging Face directory needs ``to="hf"``)."""
     if to is not None:
         if to not in FORMATS:
             raise FormatError(f"unknown format {to!r}; choose one of {', '.join(FORMATS)}")
@@ -103,4 +129,4 @@ def destination_format(path: str | Path, to: str | None = None) -> str:
     suffix = Path(path).suffix.lower()
     if suffix in _TORCH_SUFFIXES:
         return "torch"
-    return {".keras": "keras", ".h5": "keras", ".onnx": "onnx"}.get(suffix, "lamina")
+    return {".keras": "keras", ".h5": "keras", ".onnx": "onnx", ".safetensors": "safetensors"}.get(suffix, "lamina")

@@ -15,9 +15,13 @@ from lamina.storage.local import open_regular
 __all__ = ["convert"]
 
 _MODULES = {"torch": "lamina.converters.torch_pickle", "keras": "lamina.converters.keras",
-            "onnx": "lamina.converters.onnx", "tf": "lamina.converters.tf_checkpoint"}
+            "onnx": "lamina.converters.onnx", "tf": "lamina.converters.tf_checkpoint",
+            "hf": "lamina.converters.hf", "safetensors": "lamina.converters.hf"}
 _INSTALL = {"torch": "pip install 'lamina[torch]'", "keras": "pip install 'lamina[keras]'",
-            "onnx": "pip install 'lamina[onnx]'", "tf": "pip install tensorflow-cpu (or tensorflow)"}
+            "onnx": "pip install 'lamina[onnx]'", "tf": "pip install tensorflow-cpu (or tensorflow)",
+            "hf": "pip install 'lamina[hub]'", "safetensors": "pip install 'lamina[hub]'"}
+#: options a destination format implies for its converter's ``from_lamina``
+_TARGET_OPTIONS: dict[str, dict[str, Any]] = {"safetensors": {"single_file": True}}
 
 
 def _converter(fmt: str) -> Any:
@@ -50,15 +54,20 @@ def convert(
     to_format: str | None = None,
     **options: Any,
 ) -> Path:
-    """Convert between lamina snapshots and torch, Keras and ONNX files; read TensorFlow checkpoints.
+    """Convert between lamina snapshots and torch, Keras, ONNX and Hugging Face safetensors files;
+    read TensorFlow checkpoints.
 
     The source format is detected from content, the destination format from the extension
-    (``.pt .pth .bin .ckpt`` torch, ``.keras`` Keras, ``.onnx`` ONNX, otherwise a lamina directory);
-    ``from_format`` / ``to_format`` override. A TensorFlow checkpoint (``"tf"``: a checkpoint
-    directory, a prefix such as ``ckpt-3``, its ``.index`` file, or a SavedModel directory) is a
-    source only. Foreign-to-foreign conversions go through a temporary snapshot. ``options`` go
-    to the converters (e.g. ``trust_pickle``, ``param_names``, ``checkpoint``, ``overwrite``,
-    ``progress``, ``include_optimizer``); one that no converter involved takes is an error.
+    (``.pt .pth .bin .ckpt`` torch, ``.keras`` Keras, ``.onnx`` ONNX, ``.safetensors`` one
+    safetensors file, otherwise a lamina directory); ``from_format`` / ``to_format`` override
+    (``to_format="hf"`` writes a Hugging Face directory, sharded by ``max_shard_size``). A source
+    may be a Hugging Face directory or ``hf://org/name[@revision]`` (``"hf"``, downloaded through
+    huggingface_hub's cache). A TensorFlow checkpoint (``"tf"``: a checkpoint directory, a prefix
+    such as ``ckpt-3``, its ``.index`` file, or a SavedModel directory) is a source only.
+    Foreign-to-foreign conversions go through a temporary snapshot. ``options`` go to the
+    converters (e.g. ``trust_pickle``, ``param_names``, ``checkpoint``, ``overwrite``,
+    ``progress``, ``include_optimizer``, ``max_shard_size``, ``tied``); one that no converter
+    involved takes is an error.
 
     Example:
         >>> import lamina, torch, tempfile, os
@@ -71,10 +80,12 @@ def convert(
 
     if from_format is not None and from_format not in FORMATS:
         raise FormatError(f"unknown format {from_format!r}; choose one of {', '.join(FORMATS)}")
-    if from_format is not None and from_format != "tf" and not Path(src).is_dir():
+    hub = os.fspath(src).startswith("hf://")
+    if from_format is not None and from_format != "tf" and not hub and not Path(src).is_dir():
         open_regular(src).close()  # converters open it themselves: refuse a FIFO or device before they block
     source = from_format or detect_source(src)
     target = destination_format(dst, to_format)
+    options = {**_TARGET_OPTIONS.get(target, {}), **options}
     if target in _READ_ONLY:
         raise FormatError(f"lamina reads {target} checkpoints but does not write them; convert to a lamina "
                           "directory, .keras or .onnx instead")

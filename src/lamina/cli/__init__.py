@@ -27,11 +27,14 @@ def cli() -> None:
 @cli.command()
 @click.argument("src", type=click.Path())
 @click.argument("dst", type=click.Path())
-@click.option("--from", "from_format", type=click.Choice(["lamina", "torch", "keras", "onnx", "tf"]),
+@click.option("--from", "from_format",
+              type=click.Choice(["lamina", "torch", "keras", "onnx", "tf", "hf", "safetensors"]),
               help="Source format (default: detected from the content); tf: a TensorFlow checkpoint "
-                   "(directory, prefix, .index) or SavedModel, read only.")
-@click.option("--to", "to_format", type=click.Choice(["lamina", "torch", "keras", "onnx"]),
-              help="Destination format (default: from DST's extension; a directory is lamina).")
+                   "(directory, prefix, .index) or SavedModel, read only; hf: a Hugging Face safetensors "
+                   "directory or hf://ORG/NAME[@REV]; safetensors: one .safetensors file.")
+@click.option("--to", "to_format", type=click.Choice(["lamina", "torch", "keras", "onnx", "hf", "safetensors"]),
+              help="Destination format (default: from DST's extension; a directory is lamina); hf: a "
+                   "Hugging Face directory (sharded by --max-shard-size); safetensors: one file.")
 @click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
 @click.option("--trust-pickle", is_flag=True,
               help="Allow a torch pickle to run code while loading. Only for files you trust.")
@@ -44,12 +47,18 @@ def cli() -> None:
               help="ONNX output: refresh the weights of this existing model (matched by name).")
 @click.option("--external-data/--no-external-data", default=None,
               help="ONNX output: weights in DST.data (default: only above the 2 GB protobuf limit).")
+@click.option("--max-shard-size", help="hf output: largest shard, e.g. 5GB, 500MB (default 5GB).")
+@click.option("--tied", "tied", multiple=True, metavar="ALIAS=TARGET",
+              help="hf input: record ALIAS as tied to the stored TARGET (repeatable), instead of the ties "
+                   "config.json implies; --tied none records no ties.")
 @one_line_errors
 def convert(src: str, dst: str, from_format: str | None, to_format: str | None, overwrite: bool,
             trust_pickle: bool, param_names: str | None, optimizer_index: int | None, checkpoint: bool,
-            onnx_template: str | None, external_data: bool | None) -> None:
-    """Convert SRC to DST between lamina, torch (.pt .pth .bin .ckpt), Keras (.keras) and ONNX (.onnx);
-    SRC may also be a TensorFlow checkpoint or SavedModel (--from tf)."""
+            onnx_template: str | None, external_data: bool | None, max_shard_size: str | None,
+            tied: tuple[str, ...]) -> None:
+    """Convert SRC to DST between lamina, torch (.pt .pth .bin .ckpt), Keras (.keras), ONNX (.onnx) and
+    Hugging Face safetensors (a directory with --to hf, or one .safetensors file); SRC may also be
+    hf://ORG/NAME[@REV] or a TensorFlow checkpoint or SavedModel (--from tf)."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -70,10 +79,22 @@ def convert(src: str, dst: str, from_format: str | None, to_format: str | None, 
             src, dst, from_format=from_format, to_format=to_format, overwrite=overwrite or None,
             trust_pickle=trust_pickle or None, param_names=param_names, optimizer_index=optimizer_index,
             checkpoint=checkpoint or None, onnx_template=onnx_template, external_data=external_data,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            max_shard_size=max_shard_size, tied=_tied(tied), progress=lambda done, total: bar.update(task, completed=done, total=total),
             report=lambda message: click.echo(message, err=True),
         )
     click.echo(f"wrote {out}")
+
+
+def _tied(values: tuple[str, ...]) -> dict[str, str] | bool | None:
+    """``--tied`` values: none -> False; ALIAS=TARGET pairs -> a mapping; nothing -> None."""
+    if not values:
+        return None
+    if values == ("none",):
+        return False
+    pairs = [v.split("=", 1) for v in values]
+    if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+        raise click.BadParameter("expected ALIAS=TARGET (or none)", param_hint="--tied")
+    return {alias: target for alias, target in pairs}
 
 
 register(cli)
