@@ -22,6 +22,7 @@ slot lists and the layers' ``_seed_generators``.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -31,7 +32,7 @@ import numpy as np
 
 from lamina._errors import FormatError, StateMismatchError
 from lamina.frameworks.rng import capture_rng, restore_rng
-from lamina.training.checkpoints import CheckpointManager, _is_number
+from lamina.training.checkpoints import CheckpointManager
 
 __all__ = ["Checkpoint"]
 
@@ -46,18 +47,21 @@ class Checkpoint(keras.callbacks.Callback):
     unchanged layers are stored once and ``lamina.CheckpointManager(directory)`` lists, restores
     and prunes them as usual.
 
-    **Guarantee.** A ``fit`` killed at any point (even ``SIGKILL``, even during a save) and started
-    again — a new process running the same script — ends with weights and optimizer state bitwise
-    equal to an uninterrupted ``fit``, and continues with the same epoch's logs. The work redone
-    is what followed the last checkpoint: at most ``save_freq`` batches (one epoch with
-    ``"epoch"``). Granularity: one ``train_function`` call (one batch; ``steps_per_execution``
-    batches when that is set). Preconditions, as for any exact replay: the same seed set before
-    the model is built (``keras.utils.set_random_seed``), deterministic ops
-    (``tf.config.experimental.enable_op_determinism()`` / ``torch.use_deterministic_algorithms``),
-    the same data, batch size and ``steps_per_execution``, each epoch one full pass over arrays or
-    a ``PyDataset`` without hidden randomness (no ``steps_per_epoch`` shorter than the data, no
-    ``tf.data`` reshuffled by its own seed). Checked on the TensorFlow and torch backends; on JAX a
-    resume mid-epoch is refused (whole epochs are not tested there).
+    **Guarantee.** A ``fit`` killed at any point (``SIGKILL`` included) and started again — a new
+    process running the same script — ends with weights and optimizer state bitwise equal to an
+    uninterrupted ``fit``, and the resumed epoch reports the same logs. Granularity: one
+    ``train_function`` call (a batch; ``steps_per_execution`` batches when that is set): the
+    checkpoint holds the position to the call, so what is redone is only what followed it, at
+    most ``save_freq`` batches (one epoch with ``"epoch"``). A kill during a save leaves the
+    previous checkpoint (``CheckpointManager`` writes its tag last). Preconditions, as for any
+    exact replay: the same seed set before the model is built (``keras.utils.set_random_seed``),
+    deterministic ops (``tf.config.experimental.enable_op_determinism()`` /
+    ``torch.use_deterministic_algorithms(True)``), the same data, batch size and
+    ``steps_per_execution``, each epoch one full pass over arrays or a ``PyDataset`` without
+    hidden randomness (no ``steps_per_epoch`` shorter than the data, no ``tf.data`` reshuffled by
+    its own seed), and a model built before ``fit`` (``keras.Input``), as for ``BackupAndRestore``.
+    Checked on the TensorFlow and torch backends; on JAX a resume mid-epoch is refused (whole
+    epochs are not tested there).
 
     When ``fit`` ends, its final state is saved as a checkpoint marked complete; with
     ``restore="auto"`` a complete run is not resumed, so the next ``fit`` continues from the
@@ -180,7 +184,7 @@ class Checkpoint(keras.callbacks.Callback):
     # ------------------------------------------------------------------ saving
     def _save(self, step: int, logs: Mapping[str, Any] | None, complete: bool) -> None:
         model = self.model
-        metrics = {k: x for k, v in (logs or {}).items() if _is_number(x := _scalar(v))}
+        metrics = {k: x for k, v in (logs or {}).items() if (x := _scalar(v)) is not None}
         if complete and not metrics and step == self._last_step:
             metrics = self._last_metrics  # a fit that ran no epoch: keep the checkpoint's metrics
         mid_epoch = self._calls > 0
@@ -265,11 +269,15 @@ class Checkpoint(keras.callbacks.Callback):
             model.train_function, self._train_function = self._train_function, None
 
 
-def _scalar(value: Any) -> Any:
+def _scalar(value: Any) -> float | None:
+    """A log value as a finite float (logs reach callbacks as Python numbers), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
     try:
-        return float(value) if np.ndim(value) == 0 and not isinstance(value, (bool, np.bool_)) else None
+        number = float(value) if np.ndim(value) == 0 else None
     except (TypeError, ValueError):
         return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _position(fit_state: Any, epoch: Any, where: str) -> tuple[int, int]:
