@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .._errors import IntegrityError
+from .._errors import FormatError, IntegrityError
 from ._errors_cli import EXIT_INVALID, one_line_errors
 
 __all__ = ["inspect", "verify"]
@@ -16,13 +16,38 @@ __all__ = ["inspect", "verify"]
 @click.command()
 @click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
+@click.option("--tensors", is_flag=True,
+              help="List every tensor: name, layer, dtype, shape, bytes, tied-to. Also works on a .safetensors "
+                   "file or a Hugging Face directory (model.safetensors or its sharded index).")
+@click.option("--filter", "patterns", multiple=True, metavar="GLOB",
+              help="With --tensors (implied): only tensors whose name matches GLOB (fnmatch: * also crosses "
+                   "dots, case-sensitive; quote it). Repeat for any of several.")
 @one_line_errors
-def inspect(path: str, as_json: bool) -> None:
-    """Show a snapshot's info, training state, layers, optimizer and files (reads the manifest only)."""
-    import lamina
-    from lamina.snapshot.summary import summarize
+def inspect(path: str, as_json: bool, tensors: bool, patterns: tuple[str, ...]) -> None:
+    """Show a snapshot's info, training state, layers, optimizer and files (reads the manifest only).
 
-    summary = summarize(lamina.open(path))
+    With --tensors, one row per tensor instead; --json then prints a list of objects with keys
+    name, layer, dtype, shape, bytes, file, tied_to (see docs/inspect.md).
+    """
+    import lamina
+    from lamina.snapshot import summary as summaries
+
+    tensors = tensors or bool(patterns)
+    foreign = summaries.is_foreign(path)
+    if foreign and not tensors:
+        raise FormatError(f"{path} is not a lamina snapshot but safetensors weights: `lamina inspect {path} --tensors` "
+                          f"lists them, `lamina convert` converts them")
+    if tensors:
+        rows = summaries.foreign_tensor_rows(path) if foreign else summaries.tensor_rows(lamina.open(path))
+        rows = summaries.filter_rows(rows, patterns)
+        if as_json:
+            click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        else:
+            from ._render import render_tensors
+
+            render_tensors(rows, path)
+        return
+    summary = summaries.summarize(lamina.open(path))
     if as_json:
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
     else:

@@ -1,13 +1,14 @@
-"""Rich tables for ``lamina inspect`` and ``lamina diff``."""
+"""Rich tables for ``lamina inspect`` and ``lamina diff``; plain tab-separated lines when piped."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["render_summary", "render_diff", "format_bytes"]
+__all__ = ["render_summary", "render_tensors", "render_diff", "format_bytes"]
 
 
 def format_bytes(n: int) -> str:
@@ -63,6 +64,42 @@ def render_summary(s: dict[str, Any], console: Console | None = None) -> None:
     for f in s["files"]:
         files.add_row(f["path"], f["role"], format_bytes(f["size"]), f["sha256"][:16] + "…")
     console.print(files)
+
+
+def render_tensors(rows: list[dict[str, Any]], source: str, console: Console | None = None) -> None:
+    """``inspect --tensors``: a table with a total on a terminal; piped, one tab-separated line per
+    tensor under a header line (exact byte counts, ``-`` for no tie), for ``cut``/``awk``/``sort``."""
+    console = console or Console()
+    columns = ("name", "layer", "dtype", "shape", "bytes", "tied_to")
+    if not console.is_terminal:
+        lines = ["\t".join(columns)]
+        lines += ["\t".join([r["name"], r["layer"], r["dtype"], "x".join(map(str, r["shape"])) or "scalar",
+                             str(r["bytes"]), r["tied_to"] or "-"]) for r in rows]
+        console.file.write("\n".join(lines) + "\n")
+        return
+    tied = any(r["tied_to"] for r in rows)
+    columns = columns if tied else columns[:5]
+    cells = [(r["name"], r["layer"], r["dtype"], "×".join(map(str, r["shape"])) or "scalar", format_bytes(r["bytes"]),
+              f"-> {r['tied_to']}" if r["tied_to"] else "")[: len(columns)] for r in rows]
+    widths = [max([len(col), *(len(c[i]) for c in cells)]) for i, col in enumerate(columns)] + [0]
+    # Names in full when they fit beside the fixed columns; a layer (mostly a prefix of its name)
+    # is the one shortened, with an ellipsis; a tie folds onto more lines.
+    room = console.width - (3 * len(columns) + 1) - sum(widths[2:5])
+    widths[0] = min(widths[0], max(16, room - 8 - min(widths[5], 24)))
+    widths[5] = min(widths[5], max(7, room - widths[0] - min(widths[1], 8)))
+    widths[1] = min(widths[1], max(5, room - widths[0] - widths[5]))
+    table = Table(title=f"Tensors of {source}", title_justify="left")
+    for col, width in zip(columns, widths):
+        table.add_column(col.replace("_", " "), justify="right" if col == "bytes" else "left", width=width,
+                         overflow="fold" if col in ("name", "tied_to") else "ellipsis",
+                         no_wrap=col in ("layer", "dtype", "shape", "bytes"))
+    for c in cells:
+        table.add_row(*c)
+    console.print(table)
+    stored = [r for r in rows if not r["tied_to"]]
+    params = sum(math.prod(r["shape"]) for r in stored)
+    console.print(f"{len(rows)} tensor{'' if len(rows) == 1 else 's'} ({len(rows) - len(stored)} tied), {params:,} parameters, "
+                  f"{format_bytes(sum(r['bytes'] for r in stored))} stored", highlight=False)
 
 
 def render_diff(diff: Any) -> None:
