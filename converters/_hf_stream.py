@@ -71,7 +71,8 @@ def release_pages(sources: Sequence[Any]) -> None:
     """Drop the mapped pages of ``sources`` (MappedSources; others are ignored)."""
     page = mmap.PAGESIZE
     for source in sources:
-        if not isinstance(source, MappedSource) or source.end == source.begin or source.mapping.closed:
+        if (not isinstance(source, MappedSource) or source.end == source.begin
+                or not isinstance(source.mapping, mmap.mmap) or source.mapping.closed):
             continue
         start = source.begin - source.begin % page
         end = min(source.end + (-source.end % page), len(source.mapping))
@@ -113,8 +114,8 @@ class _Lease:
 class Budget:
     """At most ``limit`` bytes of source layers in flight across the writer's threads."""
 
-    def __init__(self, layer_bytes: Mapping[str, int], limit: int = BUDGET_BYTES) -> None:
-        self.layer_bytes, self.limit = layer_bytes, limit
+    def __init__(self, layer_bytes: Mapping[str, int], limit: int | None = None) -> None:
+        self.layer_bytes, self.limit = layer_bytes, BUDGET_BYTES if limit is None else limit
         self._held: dict[int, _Lease] = {}
         self._cond = threading.Condition()
 

@@ -216,11 +216,12 @@ def plan_shards(tensors: Sequence[TensorEntry], max_shard_size: int | str, prefi
 
 
 def _metadata(record: Mapping[str, Any]) -> dict[str, str]:
-    """``__metadata__`` for written files: ``{"format": "pt"}`` plus what every source file agreed on."""
+    """``__metadata__`` for written files: ``{"format": "pt"}`` plus what every source file agreed on,
+    keys sorted (as safetensors writes them)."""
     kept = [m for m in (record.get("metadata") or {}).values() if isinstance(m, dict)]
     common = {k: v for k, v in (kept[0] if kept else {}).items()
               if isinstance(v, str) and all(m.get(k) == v for m in kept)}
-    return {"format": "pt", **common}
+    return dict(sorted({"format": "pt", **common}.items()))
 
 
 def _write_safetensors(art: Artifact, path: Path, names: Sequence[str], metadata: Mapping[str, str]) -> int:

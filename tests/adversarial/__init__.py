@@ -1,6 +1,6 @@
 """An adversarial corpus: hostile or broken inputs, each with the typed error a user must get.
 
-Each module here owns one area (``snapshot``, ``http``, ``keras``, ``onnx``, ``torch_pickle``,
+Each module here owns one area (``snapshot``, ``http``, ``keras``, ``onnx``, ``torch_pickle``, ``hf``,
 ``tf_checkpoint``) and exports ``CASES``, a list of :class:`Case`. ``tests/test_adversarial.py``
 runs every case with a deadline and checks that the attack raises exactly the promised :class:`lamina.LaminaError`
 subclass with a message that names what is wrong. Adding a case is adding one ``Case(...)`` line
@@ -22,7 +22,7 @@ from typing import Any
 __all__ = ["Case", "all_cases", "AREAS"]
 
 #: modules of this package that contribute cases (missing ones are an error, not a skip)
-AREAS = ("snapshot", "http", "keras", "onnx", "torch_pickle", "tf_checkpoint")
+AREAS = ("snapshot", "http", "keras", "onnx", "torch_pickle", "tf_checkpoint", "hf")
 
 
 @dataclass(frozen=True)
