@@ -46,7 +46,7 @@ def _global_tf() -> Any:
 
 
 def _ints(variable: Any) -> dict[str, Any]:
-    value = np.asarray(keras.ops.convert_to_numpy(variable.value if isinstance(variable, keras.Variable) else variable))
+    value = np.asarray(variable.numpy() if isinstance(variable, keras.Variable) else keras.ops.convert_to_numpy(variable))
     return {"state": [int(x) for x in value.reshape(-1)], "dtype": value.dtype.str, "shape": list(value.shape)}
 
 

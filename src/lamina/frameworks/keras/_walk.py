@@ -132,7 +132,9 @@ def layer_of(name: str) -> str:
 
 def numpy_of(value: Any) -> np.ndarray:
     """A host copy of a variable or tensor (``numpy()`` copies on TF and torch alike)."""
-    return np.asarray(keras.ops.convert_to_numpy(value.value if isinstance(value, keras.Variable) else value))
+    if isinstance(value, keras.Variable):
+        return np.asarray(value.numpy())  # (convert_to_numpy on .value warns under NumPy 2 on TF)
+    return np.asarray(keras.ops.convert_to_numpy(value))
 
 
 def dataset(h5path: str, value: Any) -> dict[str, Any]:
