@@ -559,3 +559,12 @@ def test_detection_order(tmp_path: Path) -> None:
     assert detect_source(tmp_path / "odd.bin") == "safetensors"
     assert np.array_equal(lamina.open(lamina.convert(tmp_path / "odd.bin", tmp_path / "s")).tensor(
         "transformer.wte.weight", framework="np"), gpt2(14).transformer.wte.weight.detach().numpy())
+
+
+@pytest.mark.parametrize("module", ["lamina.converters.hf", "lamina.converters._hf_ties"])
+def test_docstring_examples_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result
