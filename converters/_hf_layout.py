@@ -57,6 +57,7 @@ class Layout:
     kind: str  # "single" | "sharded" | "adapter" | "file"
     weights: list[str]  # weight files, relative to root
     sizes: dict[str, int]
+    paths: dict[str, Path]  # weight file -> the checked (resolved) path to read
     metadata: dict[str, dict[str, str]]  # __metadata__ of each weight file
     tensors: list[HfTensor]
     ties: dict[str, str] = field(default_factory=dict)  # alias -> stored tensor
@@ -87,7 +88,8 @@ def _inside(path: Path, roots: Sequence[Path]) -> bool:
 
 
 def checked_file(root: Path, relpath: str, roots: Sequence[Path], where: str) -> Path:
-    """``root/relpath`` after checking that it stays inside ``roots`` and is a regular file."""
+    """The resolved path of ``root/relpath``, checked to stay inside ``roots`` and to be a regular
+    file (callers open the resolved path, so a link swapped afterwards cannot redirect them)."""
     check_relative_path(relpath, where)
     path = root / relpath
     real = Path(os.path.realpath(path))
@@ -99,7 +101,7 @@ def checked_file(root: Path, relpath: str, roots: Sequence[Path], where: str) ->
         raise FormatError(f"{where}: {relpath!r} is a directory or a link to one; only regular files are read")
     if not real.is_file():
         raise FormatError(f"{where}: {relpath!r} is not a regular file (a FIFO, socket or device)")
-    return path
+    return real
 
 
 def _pread(fd: int, start: int, end: int) -> bytes:
@@ -209,13 +211,13 @@ def read_layout(src: str | os.PathLike[str], *, tied: Mapping[str, str] | bool |
     index_metadata: dict[str, Any] = {}
     if kind == "sharded":
         files, weight_map, index_metadata = _sharded(root, roots)
-    layout = Layout(root, kind, files, {}, {}, [], index_metadata=index_metadata)
+    layout = Layout(root, kind, files, {}, {}, {}, [], index_metadata=index_metadata)
     owner: dict[str, str] = {}
     for file in files:
         where = f"{root / file}"
         target = checked_file(root, file, roots, where) if kind != "file" else path
         metadata, entries, size = read_file_header(target, where)
-        layout.sizes[file], layout.metadata[file] = size, metadata
+        layout.sizes[file], layout.metadata[file], layout.paths[file] = size, metadata, target
         for entry in sorted(entries.values(), key=lambda e: (e.begin, e.end)):
             if entry.name in owner:
                 raise FormatError(f"{root}: tensor {entry.name!r} is in both {owner[entry.name]!r} and {file!r}; "

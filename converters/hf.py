@@ -162,7 +162,7 @@ def to_lamina(
     for t in layout.tensors:
         layer_bytes[default_layer(t.name)] = layer_bytes.get(default_layer(t.name), 0) + t.entry.nbytes
     budget = Budget(layer_bytes)
-    mapped = MappedFiles({f: layout.root / f for f in layout.weights}, layout.sizes)
+    mapped = MappedFiles(layout.paths, layout.sizes)
     try:
         numpy = registry.get("numpy")
         tensors = [MappedSource(t.name, dtype_info(t.entry.dtype), t.entry.shape, None, numpy, mapping=mapped.maps[t.file],
