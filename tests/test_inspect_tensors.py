@@ -1,14 +1,17 @@
 """``lamina inspect PATH --tensors``: every tensor of a snapshot, a .safetensors file or a Hugging
-Face directory (single file or sharded with an index), as a table, tab-separated lines or JSON.
+Face directory (single file, sharded with an index, or a PEFT adapter; ties from config.json), as
+a table, tab-separated lines or JSON.
 
-Expected rows are derived from the manifest or from the safetensors files themselves (read with
-``safetensors.safe_open``), never from lamina's own listing.
+Expected rows are derived from the manifest, from the safetensors files themselves (read with
+``safetensors.safe_open``) or from the model that wrote them, never from lamina's own listing.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import mmap
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,6 @@ from lamina.cli import cli as lamina_cli
 from lamina.cli._render import render_tensors
 from lamina.format.naming import default_layer
 from lamina.snapshot import summary
-from lamina.storage.local import LocalStore
 
 KEYS = ["name", "layer", "dtype", "shape", "bytes", "file", "tied_to"]
 DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.int64: "I64", torch.float16: "F16"}
@@ -151,6 +153,37 @@ def test_any_location_lamina_opens_works(tmp_path: Path, tied_model: torch.nn.Mo
 
 
 # ------------------------------------------------------------------------------------------ foreign files
+def test_a_tied_gpt2_directory_lists_the_tie_before_conversion(tmp_path: Path) -> None:
+    """save_pretrained writes a tied GPT-2's embedding once; config.json says lm_head.weight is it."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_positions=4, tie_word_embeddings=True)
+    model = GPT2LMHeadModel(config)
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+    model.save_pretrained(tmp_path / "gpt2")
+    rows = rows_json(tmp_path / "gpt2", "--tensors")
+    stored = expected_from_files(tmp_path / "gpt2", ["model.safetensors"])
+    assert "lm_head.weight" not in by_name(stored)  # transformers dropped it
+    embed = by_name(stored)["transformer.wte.weight"]
+    assert by_name(rows)["lm_head.weight"] == {**embed, "name": "lm_head.weight", "layer": "lm_head",
+                                               "tied_to": "transformer.wte.weight"}
+    assert sorted(rows, key=lambda r: r["name"]) == sorted([*stored, by_name(rows)["lm_head.weight"]],
+                                                           key=lambda r: r["name"])
+    lines = cli("inspect", tmp_path / "gpt2", "--filter", "lm_head.*").stdout.splitlines()
+    assert lines[1:] == [f"lm_head.weight\tlm_head\tF32\t11x8\t{11 * 8 * 4}\ttransformer.wte.weight"]
+
+
+def test_a_peft_adapter_directory(tmp_path: Path) -> None:
+    (tmp_path / "adapter").mkdir()
+    tensors = {"base_model.model.q_proj.lora_A.weight": torch.zeros(2, 8),
+               "base_model.model.q_proj.lora_B.weight": torch.zeros(8, 2, dtype=torch.bfloat16)}
+    save_file(tensors, tmp_path / "adapter" / "adapter_model.safetensors")
+    (tmp_path / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 2}')
+    assert rows_json(tmp_path / "adapter", "--tensors") == expected_from_files(
+        tmp_path / "adapter", ["adapter_model.safetensors"])
+    assert_clean_cli_error(cli("inspect", tmp_path / "adapter"), lamina.FormatError, "--tensors")
+
+
 def test_a_safetensors_file_before_conversion(tmp_path: Path) -> None:
     save_file(hf_tensors(), tmp_path / "weights.safetensors")
     rows = rows_json(tmp_path / "weights.safetensors", "--tensors")
@@ -180,16 +213,20 @@ def test_foreign_headers_only_are_read(tmp_path: Path, monkeypatch: pytest.Monke
     save_file({"big.weight": torch.zeros(512, 1024), "big.bias": torch.zeros(1024)}, tmp_path / "big.safetensors")
     size = (tmp_path / "big.safetensors").stat().st_size
     read: list[int] = []
-    real = LocalStore.read
+    real = os.pread
 
-    def counting(self: LocalStore, path: str, start: int = 0, end: int | None = None) -> bytes:
-        data = real(self, path, start, end)
+    def counting(fd: int, n: int, offset: int) -> bytes:
+        data = real(fd, n, offset)
         read.append(len(data))
         return data
 
-    monkeypatch.setattr(LocalStore, "read", counting)
-    assert len(summary.foreign_tensor_rows(tmp_path / "big.safetensors")) == 2
-    assert sum(read) < 1024 < size
+    def no_mapping(*args: object, **kwargs: object) -> mmap.mmap:
+        raise AssertionError("listing tensors must not map the file")
+
+    monkeypatch.setattr(os, "pread", counting)
+    monkeypatch.setattr(mmap, "mmap", no_mapping)
+    assert len(rows_json(tmp_path / "big.safetensors", "--tensors")) == 2
+    assert 0 < sum(read) < 1024 < size
 
 
 def test_foreign_sources_need_tensors(tmp_path: Path) -> None:
@@ -199,7 +236,9 @@ def test_foreign_sources_need_tensors(tmp_path: Path) -> None:
 
 def test_a_lamina_snapshot_with_an_hf_index_is_still_a_snapshot(snapshot: Path) -> None:
     assert (snapshot / "model.safetensors.index.json").exists()
-    assert not summary.is_foreign(snapshot)
+    rows = by_name(rows_json(snapshot, "--tensors"))  # the manifest's rows, not the index's
+    assert rows["head.weight"]["tied_to"] == "embed.weight" and rows["head.weight"]["file"].startswith("weights/")
+    assert json.loads(invoke("inspect", snapshot, "--json").output)["info"]["name"] == "tied"
 
 
 def test_bad_foreign_inputs_are_clean_errors(tmp_path: Path) -> None:
@@ -212,18 +251,16 @@ def test_bad_foreign_inputs_are_clean_errors(tmp_path: Path) -> None:
     index["weight_map"]["model.embed.weight"] = shards[1] if index["weight_map"]["model.embed.weight"] == shards[0] \
         else shards[0]
     (root / "model.safetensors.index.json").write_text(json.dumps(index))
-    with pytest.raises(lamina.FormatError, match="not in the shard the index names"):
-        summary.foreign_tensor_rows(root)
+    assert_clean_cli_error(cli("inspect", root, "--tensors"), lamina.FormatError, "model.embed.weight",
+                           "which the index maps to")
 
     root, _ = sharded_dir(tmp_path / "escaping")
     (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "../x.safetensors"}}))
-    with pytest.raises(lamina.FormatError):
-        summary.foreign_tensor_rows(root)
+    assert_clean_cli_error(cli("inspect", root, "--tensors"), lamina.UnsafePathError, "../x.safetensors")
 
     (tmp_path / "notjson").mkdir()
     (tmp_path / "notjson" / "model.safetensors.index.json").write_text("{nope")
-    with pytest.raises(lamina.FormatError, match="not valid JSON"):
-        summary.foreign_tensor_rows(tmp_path / "notjson")
+    assert_clean_cli_error(cli("inspect", tmp_path / "notjson", "--tensors"), lamina.FormatError, "not valid JSON")
 
     huge = tmp_path / "huge.safetensors"
     huge.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")

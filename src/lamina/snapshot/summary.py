@@ -1,29 +1,17 @@
 """A plain-data summary of a snapshot: what ``lamina inspect`` shows, as tables or JSON; and the
-tensor listing of ``lamina inspect --tensors``, for a snapshot or a foreign safetensors file /
-Hugging Face directory (read from the headers only)."""
+tensor listing of ``lamina inspect --tensors`` (a foreign safetensors file or Hugging Face
+directory is listed by ``lamina.converters.hf.describe``, in the same row schema)."""
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import json
-import os
-import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from lamina._errors import FormatError
-from lamina.format.codec import MANIFEST_NAME
-from lamina.format.naming import default_layer
-from lamina.format.shards import MAX_HEADER_BYTES, read_header
 from lamina.snapshot.artifact import Artifact
-from lamina.storage.local import LocalStore
 
-__all__ = ["summarize", "tensor_rows", "foreign_tensor_rows", "is_foreign", "filter_rows"]
-
-HF_INDEX = "model.safetensors.index.json"
-HF_SINGLE = "model.safetensors"
+__all__ = ["summarize", "tensor_rows", "filter_rows"]
 
 
 def summarize(art: Artifact) -> dict[str, Any]:
@@ -110,61 +98,3 @@ def filter_rows(rows: list[dict[str, Any]], patterns: Sequence[str]) -> list[dic
     if not patterns:
         return rows
     return [r for r in rows if any(fnmatch.fnmatchcase(r["name"], p) for p in patterns)]
-
-
-def is_foreign(path: str | os.PathLike[str]) -> bool:
-    """A local safetensors file, or a directory holding ``model.safetensors`` or its sharded index
-    and no lamina manifest (a Hugging Face layout)."""
-    p = Path(path)
-    if p.is_file():
-        return True
-    return p.is_dir() and not (p / MANIFEST_NAME).exists() and ((p / HF_INDEX).is_file() or (p / HF_SINGLE).is_file())
-
-
-def foreign_tensor_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The rows of :func:`tensor_rows` for a ``.safetensors`` file or a Hugging Face directory
-    (``model.safetensors``, or the shards ``model.safetensors.index.json`` names), read from the
-    headers only with lamina's bounded header parser; ``layer`` by lamina's default rule, ``file``
-    relative to the directory, ``tied_to`` None (safetensors files record no ties); sorted by name,
-    numbers compared as numbers. FormatError for a malformed header or index, or an index that
-    disagrees with its shards; NotFoundError for a shard it names that is missing."""
-    p = Path(path)
-    if p.is_file():
-        return sorted(_header_rows(LocalStore(p.parent), p.name), key=_natural)
-    store = LocalStore(p)
-    if not (p / HF_INDEX).is_file():
-        return sorted(_header_rows(store, HF_SINGLE), key=_natural)
-    try:
-        index = json.loads(store.read_limited(HF_INDEX, MAX_HEADER_BYTES))
-    except ValueError as exc:
-        raise FormatError(f"{p / HF_INDEX}: not valid JSON ({exc})") from None
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                   for k, v in weight_map.items()):
-        raise FormatError(f"{p / HF_INDEX}: needs a 'weight_map' object of tensor name -> shard file")
-    rows: list[dict[str, Any]] = []
-    found: dict[str, str] = {}
-    for shard in dict.fromkeys(weight_map.values()):
-        for row in _header_rows(store, shard):
-            if row["name"] in found:
-                raise FormatError(f"{p}: tensor {row['name']!r} is in both {found[row['name']]} and {shard}")
-            found[row["name"]] = shard
-            rows.append(row)
-    wrong = [n for n, shard in weight_map.items() if found.get(n) != shard]
-    if wrong:
-        raise FormatError(f"{p / HF_INDEX}: {len(wrong)} tensor(s) are not in the shard the index names, e.g. "
-                          f"{wrong[0]!r} -> {weight_map[wrong[0]]}")
-    return sorted(rows, key=_natural)
-
-
-def _natural(row: dict[str, Any]) -> list[tuple[int, int | str]]:
-    """Sort key: names with their numbers compared as numbers (``h.2`` before ``h.10``); a
-    foreign file's own order is by dtype size, not meaningful to read."""
-    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", row["name"])]
-
-
-def _header_rows(store: LocalStore, path: str) -> list[dict[str, Any]]:
-    _, entries = read_header(lambda a, b: store.read(path, a, b), store.size(path), f"{store.root / path}")
-    return [{"name": e.name, "layer": default_layer(e.name), "dtype": e.dtype, "shape": list(e.shape),
-             "bytes": e.nbytes, "file": path, "tied_to": None}
-            for e in sorted(entries.values(), key=lambda e: e.begin)]
