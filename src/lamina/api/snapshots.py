@@ -82,7 +82,7 @@ def save(
 def open(
     path: str | os.PathLike[str],
     *,
-    verify: bool = False,
+    verify: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
     cache: bool | str | os.PathLike[str] | None = None,
     max_concurrency: int | None = None,
@@ -95,8 +95,12 @@ def open(
             ``https://host/snap`` served by any static web server with Range support); a
             repository revision, ``location@ref`` (``@main`` when a repository is named alone);
             or a Hugging Face Hub revision, ``hf://org/name@revision`` (pinned to its commit).
-        verify: check the sha256 of every shard as it is read (reads whole shards); otherwise
-            reads check sizes and shard headers against the manifest.
+        verify: by default (None) every tensor read is checked against its XXH3-128 checksum in
+            the manifest (format 1.2; a mismatch is an IntegrityError naming the file and the
+            tensor), besides sizes and shard headers. ``True`` also checks the sha256 of every
+            whole shard read (reads whole shards; the way to verify 1.0/1.1 snapshots, which
+            have no per-tensor checksums, and the cryptographic check against deliberate
+            tampering). ``False`` skips the checksums.
         storage_options: fsspec options for a remote store (s3fs: ``key``, ``secret``,
             ``client_kwargs={"endpoint_url": ...}``; http: ``headers``, ``retries``, ``timeout``).
         cache: remote only: whole shards are kept in a local cache keyed by sha256 (checked when
@@ -127,7 +131,7 @@ def load(
     *,
     optimizer: Any = None,
     strict: bool = True,
-    verify: bool = False,
+    verify: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
     cache: bool | str | os.PathLike[str] | None = None,
 ) -> LoadReport:

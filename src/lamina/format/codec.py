@@ -44,14 +44,18 @@ MAX_MANIFEST_BYTES = 1 << 30
 KNOWN_REQUIRED_FEATURES: frozenset[str] = frozenset()  # features format 1.0 readers understand
 _CHECKSUM_TAIL = b"\xa8checksum\xc4\x20"  # fixstr "checksum", then bin8 of length 32
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_XXH3 = re.compile(r"[0-9a-f]{32}")
 _VERSION = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
 T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------- encoding
 def _tensor_wire(t: TensorEntry) -> dict[str, Any]:
-    return {"name": t.name, "layer": t.layer, "file": t.file, "dtype": t.dtype,
+    wire = {"name": t.name, "layer": t.layer, "file": t.file, "dtype": t.dtype,
             "shape": list(t.shape), "offsets": [t.begin, t.end]}
+    if t.xxh3 is not None:  # format 1.2; absent in 1.0/1.1 manifests, which re-encode unchanged
+        wire["xxh3"] = t.xxh3
+    return wire
 
 
 def _wire(m: Manifest) -> dict[str, Any]:
@@ -220,8 +224,11 @@ def _tensor(v: Any, where: Any) -> TensorEntry:
             and type(offsets) is list and len(offsets) == 2 and type(offsets[0]) is int
             and type(offsets[1]) is int and 0 <= offsets[0] <= offsets[1]):
         return _tensor_explained(v, where)
+    xxh3 = v.get("xxh3") if isinstance(v, dict) else None
+    if xxh3 is not None and not (type(xxh3) is str and _XXH3.fullmatch(xxh3)):
+        return _tensor_explained(v, where)
     entry = TensorEntry(name, dtype, tuple(shape), offsets[0], offsets[1], layer=layer,
-                        file=check_relative_path(file, _Where(where, "file")))
+                        file=check_relative_path(file, _Where(where, "file")), xxh3=xxh3)
     return _checked_size(entry, where)
 
 
@@ -230,10 +237,13 @@ def _tensor_explained(v: Any, where: Any) -> TensorEntry:
     offsets = f.get("offsets", _list(_uint))
     if len(offsets) != 2 or offsets[0] > offsets[1]:
         raise FormatError(f"{where}.offsets must be [begin, end] with begin <= end, got {offsets}")
+    xxh3 = f.get("xxh3", _opt(_str), optional=True)
+    if xxh3 is not None and not _XXH3.fullmatch(xxh3):
+        raise FormatError(f"{where}.xxh3 must be 32 lowercase hex digits (XXH3-128)")
     entry = TensorEntry(
         name=f.get("name", _str), layer=f.get("layer", _str), file=f.get("file", _path),
         dtype=f.get("dtype", _dtype), shape=tuple(f.get("shape", _list(_uint))),
-        begin=offsets[0], end=offsets[1],
+        begin=offsets[0], end=offsets[1], xxh3=xxh3,
     )
     return _checked_size(entry, where)
 

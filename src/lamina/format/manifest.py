@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "lamina"
-FORMAT_VERSION = (1, 1)
+FORMAT_VERSION = (1, 2)
 FILE_ROLES = ("weights", "optimizer", "index", "extra")
 
 
@@ -78,10 +78,12 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class TensorEntry(ShardEntry):
-    """A stored tensor: a shard entry (absolute byte range ``[begin, end)``) plus its layer and file."""
+    """A stored tensor: a shard entry (absolute byte range ``[begin, end)``) plus its layer, its
+    file and (format 1.2) ``xxh3``, the XXH3-128 of its bytes that readers check on every read."""
 
     layer: str = ""
     file: str = ""
+    xxh3: str | None = None
 
 
 @dataclass(frozen=True)

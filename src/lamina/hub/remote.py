@@ -287,7 +287,7 @@ def _resolve(api: Any, repo_id: str, revision: str | None) -> str:
     return sha
 
 
-def hub_open(location: str, *, verify: bool = False, cache: Any = None, max_concurrency: int | None = None,
+def hub_open(location: str, *, verify: bool | None = None, cache: Any = None, max_concurrency: int | None = None,
              token: str | None = None, endpoint: str | None = None) -> Artifact:
     """A lazy Artifact over the hub: the revision pinned to its commit, then range requests."""
     from huggingface_hub import constants

@@ -263,7 +263,7 @@ class Repo:
         data = self._manifest_bytes(revision.snapshot)
         return data, decode_manifest(data, f"{self.location}/{blob_path(revision.snapshot)}")
 
-    def open(self, ref: str = "main", *, verify: bool = False) -> Artifact:
+    def open(self, ref: str = "main", *, verify: bool | None = None) -> Artifact:
         """A revision as a lazy :class:`Artifact` (reads only the manifest until asked for tensors).
 
         Blobs are checked against their names as they are read: shard headers always, whole
@@ -479,7 +479,7 @@ class Repo:
         return check_repository(self, full=full)
 
 
-def open_location(location: str | os.PathLike[str], *, verify: bool = False,
+def open_location(location: str | os.PathLike[str], *, verify: bool | None = None,
                   storage_options: Mapping[str, Any] | None = None, cache: bool | str | os.PathLike[str] | None = None,
                   max_concurrency: int | None = None) -> Artifact:
     """Any snapshot lamina can name: a directory or URI, ``repo[@ref]``, or ``hf://org/name[@rev]``

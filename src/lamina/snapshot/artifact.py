@@ -12,6 +12,7 @@ from lamina._errors import (
     StateMismatchError,
 )
 from lamina.format.codec import MANIFEST_NAME
+from lamina.format.digests import FileTensorDigests
 from lamina.format.manifest import (
     Manifest,
     ModelInfo,
@@ -41,11 +42,14 @@ class Artifact:
         ('eye', ['fc'], [[1.0, 0.0], [0.0, 1.0]])
     """
 
-    def __init__(self, store: Store, manifest: Manifest, *, verify: bool = False,
+    def __init__(self, store: Store, manifest: Manifest, *, verify: bool | None = None,
                  max_workers: int | None = None) -> None:
         self._store = store
         self._manifest = manifest
-        self._reader = ShardReader(store, manifest, verify=verify, max_workers=max_workers)
+        # None (default): every tensor read is checked against its checksum; True: also the sha256
+        # of every whole shard read; False: neither (sizes and headers are always checked)
+        self._reader = ShardReader(store, manifest, verify=bool(verify), check_tensors=verify is not False,
+                                   max_workers=max_workers)
         self._stored = {t.name: t for t in manifest.tensors}
         self._resolve: dict[str, TensorEntry] = dict(self._stored)
         for a in manifest.aliases:
@@ -266,10 +270,16 @@ class Artifact:
                 problems.append((f.path, f"size {size}, expected {f.size}"))
                 continue
             sha = hashlib.sha256()
+            tensors = FileTensorDigests(reader.tensors_in(f.path))
             for chunk in store.iter_chunks(f.path):
                 sha.update(chunk)
+                tensors.update(chunk)
             if sha.hexdigest() != f.sha256:
                 problems.append((f.path, "sha256 mismatch"))
+                continue
+            bad = tensors.mismatches()
+            if bad:  # the file is as recorded, so the manifest's checksums are wrong
+                problems.append((f.path, f"tensor checksum mismatch: {', '.join(bad)}"))
                 continue
             if f.role in ("weights", "optimizer"):
                 try:
@@ -282,3 +292,4 @@ class Artifact:
         if problems:
             detail = "; ".join(f"{p}: {why}" for p, why in problems)
             raise IntegrityError(f"{self.location}: {len(problems)} file(s) failed verification: {detail}", problems)
+

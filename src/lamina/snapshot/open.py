@@ -17,7 +17,7 @@ from lamina.storage.locations import is_remote, open_store
 __all__ = ["open_snapshot", "open_store_snapshot"]
 
 
-def open_store_snapshot(store: Store, *, remote: bool, verify: bool = False,
+def open_store_snapshot(store: Store, *, remote: bool, verify: bool | None = None,
                         cache: bool | str | os.PathLike[str] | None = None,
                         max_concurrency: int | None = None) -> Artifact | None:
     """The snapshot at the root of ``store``, or None when it holds no manifest. Remote snapshots
@@ -36,7 +36,7 @@ def open_store_snapshot(store: Store, *, remote: bool, verify: bool = False,
     return Artifact(store, manifest, verify=verify, max_workers=max_concurrency)
 
 
-def open_snapshot(location: str | os.PathLike[str], *, verify: bool = False,
+def open_snapshot(location: str | os.PathLike[str], *, verify: bool | None = None,
                   storage_options: Mapping[str, Any] | None = None,
                   cache: bool | str | os.PathLike[str] | None = None,
                   max_concurrency: int | None = None) -> Artifact:

@@ -15,6 +15,7 @@ from typing import Any
 from lamina._errors import FormatError, IntegrityError, NotFoundError
 from lamina._parallel import run_parallel
 from lamina.format.codec import MANIFEST_NAME, MAX_MANIFEST_BYTES, decode_manifest
+from lamina.format.digests import tensor_digest
 from lamina.format.manifest import FileEntry, Manifest, TensorEntry
 from lamina.format.shards import plan_shard, read_header
 from lamina.frameworks import registry
@@ -53,12 +54,18 @@ def _entries_by_file(manifest: Manifest) -> dict[str, list[TensorEntry]]:
 
 
 class ShardReader(TensorReader):
-    def __init__(self, store: Store, manifest: Manifest, *, verify: bool = False,
+    """Reads tensors of one snapshot from its store. Every tensor read is checked against its
+    XXH3-128 (format 1.2; spec §8) unless ``check_tensors`` is False; ``verify`` also checks the
+    sha256 of each whole shard read (the way to verify 1.0/1.1 snapshots, which have no
+    per-tensor checksums)."""
+
+    def __init__(self, store: Store, manifest: Manifest, *, verify: bool = False, check_tensors: bool = True,
                  max_workers: int | None = None) -> None:
         self.store = store
         self.max_workers = max_workers or store.max_concurrency
         self.manifest = manifest
         self.verify = verify
+        self.check_tensors = check_tensors
         self.files: dict[str, FileEntry] = {f.path: f for f in manifest.files}
         self._expected = _entries_by_file(manifest)
         self._checked: set[str] = set()
@@ -115,6 +122,20 @@ class ShardReader(TensorReader):
         """Size and header of each shard, in parallel, before anything is loaded."""
         run_parallel(self.check_shard, list(paths), self.max_workers)
 
+    def _check_digests(self, path: str, filled: Sequence[tuple[TensorEntry, memoryview]]) -> None:
+        """Each tensor's bytes against the manifest's XXH3-128 (entries without one: 1.0/1.1)."""
+        for entry, buffer in filled:
+            if entry.xxh3 is not None and tensor_digest(buffer) != entry.xxh3:
+                raise IntegrityError(
+                    f"{path}: tensor {entry.name!r} (bytes {entry.begin}..{entry.end}) does not match its checksum: "
+                    f"expected XXH3-128 {entry.xxh3}, read {tensor_digest(buffer)}; the file was changed or "
+                    f"corrupted in storage or transit — run `lamina verify`",
+                    [(path, f"tensor {entry.name!r} checksum mismatch")])
+
+    def tensors_in(self, path: str) -> list[TensorEntry]:
+        """The manifest's tensors (weights and optimizer state) stored in ``path``."""
+        return list(self._expected.get(path, []))
+
     def extra_file(self, path: str) -> bytes | None:
         return self.read_file_verified(path) if path in self.files else None
 
@@ -161,12 +182,14 @@ class ShardReader(TensorReader):
                     prefix = memoryview(got) if got is not None else None  # None: another thread checked it
             self.check_shard(path)  # before allocating: sizes are now proven by the file itself
             ranges = []
+            filled = []
             for e in by_file[path]:
                 buffer = destination(e)
                 if buffer is None:
                     out[e.name], buffer = allocate(e, framework, device)
                 else:
                     out[e.name] = None
+                filled.append((e, buffer))
                 if e.nbytes:
                     ranges.append((e.begin, buffer))
             if self.verify or prefix is not None:
@@ -175,6 +198,8 @@ class ShardReader(TensorReader):
                     buffer[:] = data[start : start + len(buffer)]
             else:
                 self.store.read_into(path, sorted(ranges, key=lambda r: r[0]))
+            if self.check_tensors:
+                self._check_digests(path, filled)
             if device is not None:
                 for e in by_file[path]:
                     if out[e.name] is not None:

@@ -22,6 +22,7 @@ from typing import Any
 from lamina._errors import ExistsError, FormatError, StorageError
 from lamina._parallel import default_workers, run_parallel
 from lamina.format.codec import MANIFEST_NAME, encode_manifest
+from lamina.format.digests import tensor_digest
 from lamina.format.manifest import FileEntry, Manifest, TensorEntry
 from lamina.format.naming import encode_layer
 from lamina.format.shards import plan_shard
@@ -150,14 +151,16 @@ class SnapshotWriter:
             relpath, (layer, tensors) = job
             by_key = dict(tensors)
             header, planned = plan_shard([(k, s.dtype.code, s.shape) for k, s in tensors])
-            chunks = [header] + [_exact_bytes(by_key[e.name], e.nbytes) for e in planned if e.nbytes]
+            data = {e.name: _exact_bytes(by_key[e.name], e.nbytes) for e in planned}
+            digests = {name: tensor_digest(view) for name, view in data.items()}  # before any byte is written
+            chunks = [header] + [data[e.name] for e in planned if e.nbytes]
             entry = self._put(relpath, lambda: chunks, role)
             if self.after_shard is not None:
                 self.after_shard([s for _, s in tensors])
             if self.on_shard is not None:
                 self.on_shard(entry.size)
-            return entry, [TensorEntry(e.name, e.dtype, e.shape, e.begin, e.end, layer=layer, file=relpath)
-                           for e in planned]
+            return entry, [TensorEntry(e.name, e.dtype, e.shape, e.begin, e.end, layer=layer, file=relpath,
+                                       xxh3=digests[e.name]) for e in planned]
 
         results = run_parallel(write, list(zip(relpaths, layers)), self.max_workers)
         self.files += [file for file, _ in results]
