@@ -132,8 +132,9 @@ def test_format_1_0_snapshots_still_read_and_verify_true_checks_them_the_old_way
 
 
 def test_a_malformed_checksum_in_the_manifest_is_a_format_error(tmp_path: Path) -> None:
-    from lamina.format.codec import encode_manifest
     import dataclasses
+
+    from lamina.format.codec import encode_manifest
 
     art = lamina.save(_model(), tmp_path / "snap")
     bad = dataclasses.replace(art.manifest, tensors=tuple(dataclasses.replace(t, xxh3="XYZ") for t in art.manifest.tensors))
