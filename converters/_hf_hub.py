@@ -9,12 +9,12 @@ the conversion fails at once with one line (``NotFoundError``) saying what is mi
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
-from lamina._errors import FormatError, LaminaError, NotFoundError, StorageError
+from lamina._errors import FormatError
 from lamina.format.codec import MANIFEST_NAME
+from lamina.hub.errors import hub_errors
 from lamina.hub.remote import parse_hub
 
 __all__ = ["hub_format", "download"]
@@ -33,53 +33,12 @@ def _offline() -> bool:
     return bool(_hub()[1].HF_HUB_OFFLINE)  # type: ignore[attr-defined]
 
 
-@contextmanager
-def _errors(location: str) -> Iterator[None]:
-    """huggingface_hub's exceptions as one-line lamina errors (no retries: the first answer counts)."""
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    try:
-        yield
-    except LaminaError:
-        raise
-    except HFValidationError as exc:
-        raise FormatError(f"{location}: not a valid repository name or revision ({str(exc).splitlines()[0]})") from None
-    except RevisionNotFoundError:
-        raise NotFoundError(f"{location}: no such revision on the hub") from None
-    except GatedRepoError:
-        raise StorageError(f"{location}: a gated repository; accept its terms on the hub and set HF_TOKEN") from None
-    except RepositoryNotFoundError:
-        raise NotFoundError(f"{location}: repository not found, or private and your token cannot see it "
-                            "(set HF_TOKEN or run `hf auth login`)") from None
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled):
-        if _offline():
-            raise NotFoundError(f"{location}: not (completely) in the local Hugging Face cache, and HF_HUB_OFFLINE=1 "
-                                "forbids downloading it; convert it once online, or unset HF_HUB_OFFLINE") from None
-        raise StorageError(f"{location}: the hub cannot be reached and the local cache does not hold this "
-                           "revision") from None
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        if status in (401, 403):
-            raise StorageError(f"{location}: access denied (HTTP {status}); set HF_TOKEN or run `hf auth login`") from None
-        raise StorageError(f"{location}: hub error (HTTP {status}): {str(exc).splitlines()[0]}") from None
-    except OSError as exc:
-        raise StorageError(f"{location}: cannot reach the hub or write the cache ({exc})") from None
-
-
 def hub_format(location: str) -> str:
     """``"lamina"`` when the hub repository holds a lamina snapshot (``manifest.msgpack``), else
     ``"hf"``. Offline, only the cache is asked."""
     huggingface_hub, _ = _hub()
     repo_id, revision = parse_hub(location)
-    with _errors(location):
+    with hub_errors(repo_id, "find out what the repository holds"):
         if _offline():
             cached = huggingface_hub.try_to_load_from_cache(repo_id, MANIFEST_NAME,  # type: ignore[attr-defined]
                                                              revision=revision or "main")
@@ -93,7 +52,7 @@ def download(location: str, exclude: Sequence[str]) -> tuple[Path, dict[str, str
     it came from (``{"repo", "revision", "commit"}``)."""
     huggingface_hub, _ = _hub()
     repo_id, revision = parse_hub(location)
-    with _errors(location):
+    with hub_errors(repo_id, "download"):
         folder = huggingface_hub.snapshot_download(  # type: ignore[attr-defined]
             repo_id, revision=revision or "main", local_files_only=_offline(), ignore_patterns=list(exclude) or None)
     path = Path(folder)

@@ -12,8 +12,7 @@ import glob
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,12 @@ from lamina._errors import (
     ConflictError,
     ExistsError,
     FormatError,
-    LaminaError,
     NotFoundError,
-    StorageError,
 )
 from lamina.format.codec import MANIFEST_NAME
 from lamina.format.manifest import FileEntry
 from lamina.hub.card import CARD_PATH, is_generated, model_card
+from lamina.hub.errors import hub_errors
 from lamina.snapshot.artifact import Artifact
 from lamina.snapshot.open import open_snapshot
 from lamina.snapshot.reader import read_manifest
@@ -60,65 +58,6 @@ def _api(token: str | None, endpoint: str | None) -> Any:
     return HfApi(endpoint=endpoint or constants.ENDPOINT, token=token)
 
 
-@contextmanager
-def _hub_errors(repo_id: str, action: str) -> Iterator[None]:
-    """huggingface_hub's exceptions as lamina errors that say what to do."""
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    try:
-        yield
-    except LaminaError:
-        raise
-    except HFValidationError as exc:
-        raise FormatError(f"hf://{repo_id}: {exc}") from None
-    except RevisionNotFoundError:
-        raise NotFoundError(f"hf://{repo_id}: revision not found while trying to {action}") from None
-    except RepositoryNotFoundError:
-        raise NotFoundError(f"hf://{repo_id}: repository not found, or private and your token cannot see it "
-                            f"(while trying to {action}); check HF_TOKEN / `hf auth login`") from None
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
-        raise NotFoundError(f"hf://{repo_id}: not in the local cache and the hub cannot be reached "
-                            f"(HF_HUB_OFFLINE?) while trying to {action}: {exc}") from None
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        if status == 401:
-            raise StorageError(f"hf://{repo_id}: authentication failed (HTTP 401) while trying to {action}; "
-                               f"set HF_TOKEN or run `hf auth login`") from None
-        if status == 403:
-            raise StorageError(f"hf://{repo_id}: permission denied (HTTP 403) while trying to {action}; the token "
-                               f"needs write access to this repository") from None
-        if status in (409, 412):
-            raise ConflictError(f"hf://{repo_id}: the branch moved during this push (HTTP {status}); nothing was "
-                                f"committed; push again") from None
-        raise StorageError(f"hf://{repo_id}: hub error while trying to {action}: {exc}") from None
-    except ValueError as exc:  # huggingface_hub checks a README.md's front matter with the hub first
-        if "README.md" not in str(exc):
-            raise
-        raise FormatError(f"hf://{repo_id}: the hub refused README.md ({' '.join(str(exc).split())}); nothing was "
-                          "committed. Fix the snapshot's info (license, tags, info.extra) or its own README.md, "
-                          "or push with card=False") from None
-    except (OSError, ConnectionError, *_transport_errors()) as exc:
-        raise StorageError(f"hf://{repo_id}: cannot reach the hub while trying to {action}: {exc}") from None
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP client's own errors (huggingface_hub 2.x uses httpx2, 1.x httpx, older requests)."""
-    errors: list[type[BaseException]] = []
-    for module, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
-        try:
-            errors.append(getattr(__import__(module), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
-
-
 def _git_blob_sha1(data: bytes) -> str:
     """The id git (and the hub) gives a regular file's content."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
@@ -149,7 +88,7 @@ def hub_push(artifact: Artifact, location: str, *, revision: str | None = None, 
     # before anything reaches the hub: a card field of the wrong type is refused with nothing created
     own_card = any(f.path == CARD_PATH for f in artifact.manifest.files)
     generated = model_card(artifact, repo_id, snapshot) if card and not own_card else None
-    with _hub_errors(repo_id, "push"), tempfile.TemporaryDirectory(prefix="lamina-hub-") as staging:
+    with hub_errors(repo_id, "push"), tempfile.TemporaryDirectory(prefix="lamina-hub-") as staging:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if tag is not None and any(t.name == tag for t in api.list_repo_refs(repo_id).tags):
             raise ExistsError(f"hf://{repo_id}: tag {tag!r} exists; nothing was pushed")
@@ -191,7 +130,7 @@ def hub_push(artifact: Artifact, location: str, *, revision: str | None = None, 
             progress(uploaded + reused, uploaded + reused)
     if tag is not None:
         try:
-            with _hub_errors(repo_id, f"tag the new commit {str(commit)[:12]} (the commit itself succeeded)"):
+            with hub_errors(repo_id, f"tag the new commit {str(commit)[:12]} (the commit itself succeeded)"):
                 api.create_tag(repo_id, tag=tag, revision=commit)
         except ConflictError:
             raise ExistsError(f"hf://{repo_id}: tag {tag!r} was created by someone else meanwhile; the commit "
@@ -280,7 +219,7 @@ def _checked_file(source: Any, entry: FileEntry, staging: Path, where: str) -> s
 
 
 def _resolve(api: Any, repo_id: str, revision: str | None) -> str:
-    with _hub_errors(repo_id, "resolve the revision"):
+    with hub_errors(repo_id, "resolve the revision"):
         sha = api.repo_info(repo_id, revision=revision or "main").sha
     if sha is None:
         raise NotFoundError(f"hf://{repo_id}: the repository is empty")
@@ -305,7 +244,7 @@ def hub_open(location: str, *, verify: bool | None = None, cache: Any = None, ma
     commit = _resolve(api, repo_id, revision)
     store = HttpStore(f"{api.endpoint}/{repo_id}/resolve/{commit}", headers=build_hf_headers(token=token))
     store.location = f"hf://{repo_id}@{revision or 'main'}"
-    with _hub_errors(repo_id, "read the manifest"):
+    with hub_errors(repo_id, "read the manifest"):
         manifest = read_manifest(store)[1]
     view: Any = store
     if cache is not False:
@@ -321,7 +260,7 @@ def _download(repo_id: str, revision: str | None, token: str | None, endpoint: s
     from huggingface_hub import constants, hf_hub_download, snapshot_download
 
     endpoint = endpoint or constants.ENDPOINT
-    with _hub_errors(repo_id, "download"):
+    with hub_errors(repo_id, "download"):
         manifest_path = hf_hub_download(repo_id, MANIFEST_NAME, revision=revision or "main", token=token,
                                         endpoint=endpoint, local_files_only=offline)
         manifest = read_manifest(LocalStore(Path(manifest_path).parent), Path(manifest_path).name)[1]
