@@ -24,17 +24,8 @@ import lamina.keras
 EPOCHS, SAVE_FREQ = 3, 3
 KILL_EPOCH, KILL_BATCH = 1, 4  # 0-based: the 13th optimizer step; the checkpoint is step 12 = epoch 1, 4 batches
 
-if keras.backend.backend() == "tensorflow":
-    import tensorflow as tf
+from _deterministic import X, Y, mlp, rs  # noqa: E402  (deterministic ops, shared data)
 
-    tf.config.experimental.enable_op_determinism()
-else:
-    import torch
-
-    torch.use_deterministic_algorithms(True)
-
-rs = np.random.RandomState(0)
-X, Y = rs.rand(64, 4).astype("float32"), rs.rand(64, 1).astype("float32")
 VAL = (rs.rand(16, 4).astype("float32"), rs.rand(16, 1).astype("float32"))
 
 
@@ -54,8 +45,7 @@ class Kill(keras.callbacks.Callback):
 
 def fit(callbacks: list) -> dict:
     keras.utils.set_random_seed(7)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"),
-                              keras.layers.BatchNormalization(), keras.layers.Dropout(0.3), keras.layers.Dense(1)])
+    model = mlp()
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse", metrics=["mae"])
     history = model.fit(X, Y, epochs=EPOCHS, batch_size=8, validation_data=VAL, verbose=0, callbacks=callbacks)
     return {"weights": digest(model.weights), "optimizer": digest(model.optimizer.variables),

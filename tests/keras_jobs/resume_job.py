@@ -23,17 +23,8 @@ import lamina
 
 N, M = 2, 2
 
-if keras.backend.backend() == "tensorflow":
-    import tensorflow as tf
+from _deterministic import X, Y, mlp  # noqa: E402  (deterministic ops, shared data)
 
-    tf.config.experimental.enable_op_determinism()
-else:
-    import torch
-
-    torch.use_deterministic_algorithms(True)
-
-rs = np.random.RandomState(0)
-X, Y = rs.rand(64, 4).astype("float32"), rs.rand(64, 1).astype("float32")
 OPTIMIZERS = {
     "adam": lambda: keras.optimizers.Adam(1e-2),
     "adamw": lambda: keras.optimizers.AdamW(1e-2, weight_decay=0.05),
@@ -44,8 +35,7 @@ OPTIMIZERS = {
 
 def make(name: str) -> keras.Model:
     keras.utils.set_random_seed(7)  # as a new process running the same script would
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"),
-                              keras.layers.BatchNormalization(), keras.layers.Dropout(0.3), keras.layers.Dense(1)])
+    model = mlp()
     model.compile(optimizer=OPTIMIZERS[name](), loss="mse")
     return model
 
