@@ -79,7 +79,8 @@ def detect_source(path: str | Path) -> str:
         return hub_format(str(path))
     p = Path(path)
     if p.is_dir():
-        if (p / "manifest.msgpack").is_file():
+        manifest = p / "manifest.msgpack"
+        if manifest.exists() or manifest.is_symlink():  # any kind: opening it says what is wrong with it
             return "lamina"
         if any((p / name).is_file() for name in _HF_WEIGHTS):
             return "hf"  # before torch: hub repositories often carry pytorch_model.bin beside safetensors

@@ -151,8 +151,9 @@ class SnapshotWriter:
             relpath, (layer, tensors) = job
             by_key = dict(tensors)
             header, planned = plan_shard([(k, s.dtype.code, s.shape) for k, s in tensors])
-            data = {e.name: _exact_bytes(by_key[e.name], e.nbytes) for e in planned}
-            digests = {name: tensor_digest(view) for name, view in data.items()}  # before any byte is written
+            data = {e.name: _exact_bytes(by_key[e.name], e.nbytes) for e in planned if e.nbytes}
+            # before any byte is written; an empty tensor's source is never asked for bytes
+            digests = {e.name: tensor_digest(data.get(e.name, b"")) for e in planned}
             chunks = [header] + [data[e.name] for e in planned if e.nbytes]
             entry = self._put(relpath, lambda: chunks, role)
             if self.after_shard is not None:
