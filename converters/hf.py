@@ -38,7 +38,11 @@ from lamina.repo.repository import open_location
 from lamina.repo.targets import write_snapshot
 from lamina.snapshot.artifact import Artifact
 from lamina.snapshot.writer import atomic_file_write
-from lamina.storage.local import os_errors_as_storage_errors
+from lamina.storage.local import (
+    missing_folders,
+    os_errors_as_storage_errors,
+    remove_folders,
+)
 
 from ._hf_layout import (
     ADAPTER,
@@ -258,7 +262,7 @@ def _atomic_directory(dst: Path, write: Callable[[Path], None], overwrite: bool)
             raise ExistsError(f"{dst} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
         if dst.is_symlink() or not dst.is_dir() or not _replaceable(dst):
             raise ExistsError(f"{dst} exists and is not a Hugging Face safetensors directory; refusing to replace it")
-    created = [p for p in [dst.parent, *dst.parent.parents] if not p.exists()]
+    created = missing_folders(dst.parent)
     tmp = dst.parent / f".{dst.name}.lamina-tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         with os_errors_as_storage_errors(f"cannot write {dst}"):
@@ -273,11 +277,7 @@ def _atomic_directory(dst: Path, write: Callable[[Path], None], overwrite: bool)
                 os.rename(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        for folder in created:  # innermost first: a failed export leaves no folders behind
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        remove_folders(created)  # a failed export leaves no folders behind
         raise
     return dst
 

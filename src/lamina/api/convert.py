@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina._errors import ExistsError, FormatError
-from lamina.storage.local import open_regular
+from lamina.storage.local import missing_folders, open_regular, remove_folders
 
 __all__ = ["convert"]
 
@@ -99,7 +99,7 @@ def convert(
     to_opts = {k: v for k, v in options.items() if k in inspect.signature(_converter(source).to_lamina).parameters}
     from_opts = {k: v for k, v in options.items() if k not in to_opts or k == "overwrite"}
     parent = Path(dst).absolute().parent
-    missing = [p for p in [parent, *parent.parents] if not p.exists()]
+    missing = missing_folders(parent)
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -110,9 +110,5 @@ def convert(
             _call(_converter(source).to_lamina, src, snapshot, **{**to_opts, "overwrite": None})
             return Path(_call(_converter(target).from_lamina, snapshot, dst, **from_opts))
     except BaseException:
-        for created in missing:  # innermost first: leave no folders behind a failed conversion
-            try:
-                created.rmdir()
-            except OSError:
-                break
+        remove_folders(missing)  # leave no folders behind a failed conversion
         raise

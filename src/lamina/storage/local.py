@@ -22,7 +22,8 @@ from lamina._parallel import default_workers
 from lamina.storage.base import Chunks, Store, as_chunks, check_prefix
 from lamina.storage.paths import check_relative_path
 
-__all__ = ["LocalStore", "open_regular", "os_errors_as_storage_errors", "fsync_path", "pid_alive"]
+__all__ = ["LocalStore", "open_regular", "os_errors_as_storage_errors", "fsync_path", "pid_alive", "missing_folders",
+           "remove_folders"]
 
 
 @contextmanager
@@ -102,6 +103,22 @@ def _read_span(f: Any, start: int, end: int | None) -> bytes:
         parts.append(part)
         remaining -= len(part)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def missing_folders(directory: Path) -> list[Path]:
+    """``directory`` and its ancestors that do not exist yet, innermost first (what a write is about
+    to create, so that a failed write can remove them with :func:`remove_folders`)."""
+    return [p for p in [directory, *directory.parents] if not p.exists()]
+
+
+def remove_folders(created: list[Path]) -> None:
+    """Remove folders a failed write created, innermost first, stopping at the first that is not
+    empty (someone else put something there meanwhile)."""
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def fsync_path(path: Path) -> None:
