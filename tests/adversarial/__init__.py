@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Case", "all_cases", "AREAS"]
+__all__ = ["Case", "all_cases", "AREAS", "varint"]
 
 #: modules of this package that contribute cases (missing ones are an error, not a skip)
 AREAS = ("snapshot", "http", "keras", "onnx", "torch_pickle", "tf_checkpoint", "hf")
@@ -46,6 +46,16 @@ class Case:
     match: str
     deadline: float = 30.0
     cleanup: Callable[[Any], None] | None = None
+
+
+def varint(n: int) -> bytes:
+    """A base-128 varint (protobuf, LevelDB tables): what hand-built hostile files are made of."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
 
 
 def all_cases() -> list[Case]:

@@ -17,7 +17,7 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 import lamina
 
-from . import Case
+from . import Case, varint
 
 WEIGHT = np.arange(4, dtype=np.float32).reshape(2, 2)  # 16 bytes, F32[2, 2]
 Target = tuple[Path, Path]  # (source, destination)
@@ -94,13 +94,6 @@ def _fifo(tmp: Path) -> None:
 
 def _ld(field: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field."""
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-            n >>= 7
-            if not n:
-                return bytes(out)
     return varint(field << 3 | 2) + varint(len(payload)) + payload
 
 

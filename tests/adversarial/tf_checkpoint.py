@@ -20,7 +20,7 @@ from typing import Any
 
 import lamina
 
-from . import Case
+from . import Case, varint
 
 __all__ = ["CASES", "base_checkpoints", "copy_checkpoint", "crc32c", "masked_crc", "rewrite_index", "write_table"]
 
@@ -92,17 +92,8 @@ def masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
 def _block(entries: list[tuple[bytes, bytes]]) -> bytes:
-    body = b"".join(_varint(0) + _varint(len(k)) + _varint(len(v)) + k + v for k, v in entries)
+    body = b"".join(varint(0) + varint(len(k)) + varint(len(v)) + k + v for k, v in entries)
     return body + struct.pack("<II", 0, 1)  # one restart point at 0
 
 
@@ -112,7 +103,7 @@ def write_table(path: Path, entries: list[tuple[bytes, bytes]]) -> None:
     out = bytearray()
 
     def put(block: bytes) -> bytes:
-        handle = _varint(len(out)) + _varint(len(block))
+        handle = varint(len(out)) + varint(len(block))
         out.extend(block + b"\x00" + struct.pack("<I", masked_crc(block + b"\x00")))
         return handle
 
@@ -198,7 +189,7 @@ def _string_length_bomb(tmp: Path) -> Path:
     raw = bytearray(data.read_bytes())
     # varint length, then the masked crc32c of the length (as 8 bytes when it exceeds 32 bits):
     # a checksum TensorFlow verifies before it resizes the string
-    head = _varint(1 << 40) + struct.pack("<I", masked_crc(struct.pack("<Q", 1 << 40)))
+    head = varint(1 << 40) + struct.pack("<I", masked_crc(struct.pack("<Q", 1 << 40)))
     raw[entry.offset:entry.offset + len(head)] = head
     data.write_bytes(bytes(raw))
     return prefix
