@@ -372,7 +372,7 @@ def _load_into_module(reader: TensorReader, resolve: Mapping[str, TensorEntry], 
     # Tied module tensors (same memory) are filled once; a stored tensor feeding two untied
     # module tensors is read once per destination, straight into each.
     seen_memory: set[tuple[str, int, str]] = set()
-    direct: dict[str, Any] = {}
+    direct: dict[str, memoryview] = {}  # stored tensor name -> the module memory it is read into
     staged: dict[str, list[tuple[Any, TensorEntry]]] = {}  # shard path -> (target, entry)
     for name in loadable:
         target, entry = targets[name], resolve[name]
@@ -380,15 +380,16 @@ def _load_into_module(reader: TensorReader, resolve: Mapping[str, TensorEntry], 
         if target.numel() and key in seen_memory:
             continue
         seen_memory.add(key)
-        if _direct_buffer(target) is not None and entry.name not in direct:
-            direct[entry.name] = target
+        buffer = _direct_buffer(target) if entry.name not in direct else None
+        if buffer is not None:
+            direct[entry.name] = buffer  # made once: the view costs ~10 µs of torch calls a tensor
         else:
             staged.setdefault(entry.file, []).append((target, entry))
     entries = [resolve[n] for n in loadable]
     by_name = {e.name: e for e in entries}
     if strict:  # a missing, truncated or mismatched shard is found before any parameter changes
         reader.check_files(sorted({e.file for e in entries}))
-    reader.read([by_name[n] for n in direct], "pt", lambda e: _direct_buffer(direct[e.name]))
+    reader.read([by_name[n] for n in direct], "pt", lambda e: direct[e.name])
 
     def through_host(path: str) -> None:
         pairs = staged[path]
