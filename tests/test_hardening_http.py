@@ -5,6 +5,7 @@ test_adversarial.py)."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import subprocess
 import sys
@@ -22,9 +23,11 @@ from adversarial.http import (
     make_snapshot,
     serve_file,
 )
+from servers import parse_range
 
 import lamina
 from lamina.format.codec import MAX_MANIFEST_BYTES
+from lamina.storage import http_store
 from lamina.storage.http_store import HttpStore
 
 SECRETS = {"X-Api-Key": "key-123", "Authorization": "Bearer token-456", "Cookie": "session=789"}
@@ -314,3 +317,144 @@ def test_http_headers_stay_dropped_after_leaving_the_origin(serve: Callable[...,
     assert store.read("f.bin") == b"ok"
     (_, _, sent_first), (_, _, sent_back) = holder[0].requests
     assert sent_first["X-Api-Key"] == "key-123" and "X-Api-Key" not in sent_back
+
+
+# ====================================================================== d. ranges read straight into the buffers
+BLOB = np.random.default_rng(7).integers(0, 256, 100_000, dtype=np.uint8).tobytes()
+
+
+def _blob(h: Handler, status: int = 206, content_range: str | None = None, length: int | None = None,
+          body: bytes | None = None, chunked: bool = False, cut: bool = False) -> None:
+    """An answer to a ranged GET of BLOB, honest unless told: the Content-Range, Content-Length and
+    body sent can each be replaced; ``chunked`` sends the body as chunks (no Content-Length),
+    ``cut`` hangs up halfway through it."""
+    start, end = parse_range(h.headers["Range"], len(BLOB)) or (0, len(BLOB))
+    body = BLOB[start:end] if body is None else body
+    h.send_response(status)
+    h.send_header("Content-Range", content_range or f"bytes {start}-{end - 1}/{len(BLOB)}")
+    if chunked:
+        h.send_header("Transfer-Encoding", "chunked")
+    else:
+        h.send_header("Content-Length", str(len(body) if length is None else length))
+    h.end_headers()
+    if cut:
+        h.wfile.write(body[: len(body) // 2])
+        h.close_connection = True
+    elif chunked:
+        h.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n")
+    else:
+        h.wfile.write(body)
+
+
+def _sentinel_buffers() -> tuple[bytearray, np.ndarray]:
+    return bytearray(b"\xee" * 1000), np.full(500, -1.0, dtype=np.float32)  # 1000 + 2000 bytes
+
+
+def test_http_read_into_fills_buffers_in_place_and_returns_the_size(serve: Callable[..., HostileServer]) -> None:
+    """Adjacent buffers (bytes and a float32 array) in one GET, a separate one in another; the
+    file size comes back from Content-Range; every answer leaves its connection reusable."""
+    server = serve(_blob)
+    store = HttpStore(server.url)
+    head, floats = _sentinel_buffers()
+    tail = bytearray(10)
+    assert store.read_into("f.bin", [(100, memoryview(head)), (1100, memoryview(floats)),
+                                      (50_000, memoryview(tail))]) == len(BLOB)
+    assert (bytes(head), floats.tobytes(), bytes(tail)) == (BLOB[100:1100], BLOB[1100:3100], BLOB[50_000:50_010])
+    assert [headers["Range"] for _, _, headers in server.requests] == ["bytes=100-3099", "bytes=50000-50009"]
+    for _ in range(3):
+        store.read_into("f.bin", [(0, memoryview(tail))])
+    assert store._pool.connection_from_url(server.url).num_connections == 1  # kept alive throughout
+
+
+def test_http_read_prefix_returns_what_the_file_holds(serve: Callable[..., HostileServer]) -> None:
+    store = HttpStore(serve(_blob).url)
+    assert store.read_prefix("f.bin", 1234) == (BLOB[:1234], len(BLOB))
+    data, size = store.read_prefix("f.bin", 10**6)  # longer than the file: what there is
+    assert (bytes(data), size) == (BLOB, len(BLOB))
+
+
+@pytest.mark.parametrize(("answer", "error"), [
+    (functools.partial(_blob, chunked=True, body=BLOB[100:1100]), r"bad Content-Range 'bytes 100-3099/100000'"),
+    (functools.partial(_blob, length=1000), r"bad Content-Range 'bytes 100-3099/100000'"),
+    (functools.partial(_blob, content_range="bytes 0-2999/100000"), r"bad Content-Range 'bytes 0-2999/100000'"),
+    (functools.partial(_blob, content_range="bytes 100-3099/2000"), r"bad Content-Range 'bytes 100-3099/2000'"),
+    (functools.partial(_blob, content_range="bytes 100-5099/100000", chunked=True, body=BLOB[100:5100]),
+     r"bad Content-Range 'bytes 100-5099/100000'"),
+    (functools.partial(_blob, content_range="items 0-1/2"), r"bad Content-Range 'items 0-1/2'"),
+    (functools.partial(_blob, chunked=True, body=BLOB[100:3100] + b"more"), r"body exceeds 3000 bytes, the range"),
+    (functools.partial(_blob, length=10**12), r"body exceeds 3000 bytes \(Content-Length 1000000000000\)"),
+    (functools.partial(_blob, status=200), r"ignores HTTP Range"),
+    (functools.partial(_blob, cut=True), r"GET failed after 2 attempts"),
+], ids=["chunked-body-short", "length-short", "range-elsewhere", "range-past-the-file", "range-longer-than-asked",
+        "range-unparsable", "chunked-body-long", "length-too-long", "range-ignored", "cut-every-time"])
+def test_http_read_into_refuses_a_body_that_is_not_the_range(serve: Callable[..., HostileServer],
+                                                             answer: Callable[[Handler], None], error: str) -> None:
+    """Fewer bytes, more bytes, or other bytes than asked: a StorageError naming the file, never
+    buffers left partly filled as if read."""
+    store = HttpStore(serve(answer).url, retries=1)
+    head, floats = _sentinel_buffers()
+    with pytest.raises(lamina.StorageError, match=rf"/f\.bin: .*{error}"):
+        store.read_into("f.bin", [(100, memoryview(head)), (1100, memoryview(floats))])
+
+
+def test_http_read_into_retries_a_cut_answer_and_overwrites_its_bytes(serve: Callable[..., HostileServer]) -> None:
+    """The first answer sends wrong bytes and hangs up halfway; the retry's bytes replace them."""
+    answers = iter([functools.partial(_blob, body=bytes(3000), cut=True)])
+    server = serve(lambda h: next(answers, _blob)(h))
+    head, floats = _sentinel_buffers()
+    HttpStore(server.url, retries=1).read_into("f.bin", [(100, memoryview(head)), (1100, memoryview(floats))])
+    assert bytes(head) + floats.tobytes() == BLOB[100:3100]
+    assert len(server.requests) == 2
+
+
+def test_http_read_into_completes_capped_ranges_across_buffers(serve: Callable[..., HostileServer]) -> None:
+    """A server that sends at most 700 bytes per answer: follow-up requests fill the rest, across
+    the boundary between two buffers."""
+    def capped(h: Handler) -> None:
+        start, end = parse_range(h.headers["Range"], len(BLOB)) or (0, len(BLOB))
+        end = min(end, start + 700)
+        _blob(h, content_range=f"bytes {start}-{end - 1}/{len(BLOB)}", body=BLOB[start:end])
+
+    server = serve(capped)
+    head, floats = _sentinel_buffers()
+    assert HttpStore(server.url).read_into("f.bin", [(100, memoryview(head)), (1100, memoryview(floats))]) == len(BLOB)
+    assert bytes(head) + floats.tobytes() == BLOB[100:3100]
+    assert [headers["Range"] for _, _, headers in server.requests] == [
+        "bytes=100-3099", "bytes=800-3099", "bytes=1500-3099", "bytes=2200-3099", "bytes=2900-3099"]
+    assert HttpStore(server.url).read_prefix("f.bin", 2000) == (BLOB[:2000], len(BLOB))
+
+
+def test_http_read_into_past_the_end_is_truncated(serve: Callable[..., HostileServer], root: Path) -> None:
+    (root / "f.bin").write_bytes(BLOB)
+    store = HttpStore(serve(serve_file).url)
+    for start in (len(BLOB) - 10, len(BLOB) + 10):  # a short answer, then a 416
+        with pytest.raises(lamina.IntegrityError, match=rf"f\.bin: truncated \(wanted 3000 bytes at {start}"):
+            store.read_into("f.bin", [(start, memoryview(bytearray(3000)))])
+
+
+def test_http_read_into_trickle_hits_the_deadline(serve: Callable[..., HostileServer]) -> None:
+    def trickle(h: Handler) -> None:
+        h.send_response(206)
+        h.send_header("Content-Range", "bytes 0-99/100")
+        h.send_header("Content-Length", "100")
+        h.end_headers()
+        while h.pause(3.0):
+            h.wfile.write(b"x")
+
+    server = serve(trickle)
+    with pytest.raises(lamina.StorageError, match=rf"^{server.url}/f\.bin: deadline of 1 s exceeded$"):
+        HttpStore(server.url, timeout=5.0, deadline=1.0).read_into("f.bin", [(0, memoryview(bytearray(100)))])
+    assert len(server.requests) == 1
+
+
+def test_http_read_into_without_socket_access_reads_and_copies(serve: Callable[..., HostileServer],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should urllib3 hold something other than http.client's response, bodies are read as bytes
+    and copied, with the same checks."""
+    monkeypatch.setattr(http_store, "_socket_body", lambda response: None)
+    head, floats = _sentinel_buffers()
+    HttpStore(serve(_blob).url).read_into("f.bin", [(100, memoryview(head)), (1100, memoryview(floats))])
+    assert bytes(head) + floats.tobytes() == BLOB[100:3100]
+    with pytest.raises(lamina.StorageError, match=r"body exceeds 3000 bytes, the range"):
+        HttpStore(serve(functools.partial(_blob, chunked=True, body=BLOB[100:3100] + b"more")).url).read_into(
+            "f.bin", [(100, memoryview(head)), (1100, memoryview(floats))])

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from lamina._errors import FormatError, IntegrityError, NotFoundError, StorageError
 from lamina.storage.paths import check_relative_path
 
-__all__ = ["Store", "Chunks", "as_chunks", "check_prefix"]
+__all__ = ["Store", "Chunks", "as_chunks", "check_prefix", "coalesce"]
 
 Chunks = bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview]
 
@@ -90,12 +90,14 @@ class Store(ABC):
         that learn the size from a ranged read do both in one request."""
         return self.read(path, 0, length), self.size(path)
 
-    def read_into(self, path: str, ranges: list[tuple[int, memoryview]]) -> None:
+    def read_into(self, path: str, ranges: list[tuple[int, memoryview]]) -> int | None:
         """Fill each buffer with the bytes at its start offset; IntegrityError if the file is short.
 
         Adjacent ranges (sorted by offset, as the reader passes them) are fetched with one request.
+        Returns the file's size when the same requests told it (an HTTP ``Content-Range``), else
+        None: a caller that needs it then asks ``size``.
         """
-        for start, views in _coalesce(ranges):
+        for start, views in coalesce(ranges):
             end = start + sum(len(v) for v in views)
             data = memoryview(self.read(path, start, end))
             if len(data) != end - start:
@@ -105,6 +107,7 @@ class Store(ABC):
             for view in views:
                 view[:] = data[offset : offset + len(view)]
                 offset += len(view)
+        return None
 
     def iter_chunks(self, path: str, chunk_size: int = 16 << 20) -> Iterator[bytes]:
         """A whole file as consecutive chunks (bounded memory for large shards)."""
@@ -160,7 +163,7 @@ class Store(ABC):
         return f"<{type(self).__name__} {self.location}>"
 
 
-def _coalesce(ranges: list[tuple[int, memoryview]]) -> list[tuple[int, list[memoryview]]]:
+def coalesce(ranges: list[tuple[int, memoryview]]) -> list[tuple[int, list[memoryview]]]:
     """Group ranges that follow each other without a gap into single requests."""
     groups: list[tuple[int, list[memoryview]]] = []
     end = -1

@@ -16,6 +16,7 @@ hostile server ends in a :class:`StorageError` naming the URL, never a hang or u
 from __future__ import annotations
 
 import functools
+import http.client
 import io
 import math
 import re
@@ -24,8 +25,14 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
-from lamina._errors import FormatError, LaminaError, NotFoundError, StorageError
-from lamina.storage.base import Store
+from lamina._errors import (
+    FormatError,
+    IntegrityError,
+    LaminaError,
+    NotFoundError,
+    StorageError,
+)
+from lamina.storage.base import Store, coalesce
 from lamina.storage.http_deadline import (
     ACTIVE,
     DEADLINE_SPAN,
@@ -276,6 +283,69 @@ class HttpStore(Store):
             raise self._bad_range(path, content_range, wanted)
         return data, None if match.group(3) == "*" else int(match.group(3))
 
+    def _range_into(self, path: str, start: int, end: int, sink: Callable[[int, int], Iterator[memoryview]],
+                    deadline: Deadline) -> tuple[int, int | None]:
+        """Bytes ``[start, end)`` read straight into the buffers ``sink(offset, count)`` yields (the
+        ones covering ``count`` bytes from ``start + offset``, in order, taken as each is filled);
+        returns how many bytes were filled (fewer at EOF) and the file size if the server said it.
+        Capped ranges are completed with follow-up requests, as in ``_range``."""
+        total: int | None = None
+        position = start
+        while position < end:
+            wanted = f"bytes={position}-{end - 1}"
+            answer = self._call("GET", path, {"Range": wanted}, deadline, functools.partial(
+                self._range_answer_into, path=path, position=position, wanted=wanted, cap=end - position,
+                sink=functools.partial(sink, position - start), deadline=deadline,
+                too_long=self._exceeds(path, end - position, f"the range asked ({wanted})")))
+            if answer is None:  # 416: at or past EOF
+                break
+            got, size = answer
+            total = size if size is not None else total
+            position += got
+            if total is not None and position >= total:
+                break
+        return position - start, total
+
+    def _range_answer_into(self, response: Any, *, path: str, position: int, wanted: str, cap: int,
+                           sink: Callable[[int], Iterator[memoryview]], deadline: Deadline,
+                           too_long: Callable[[int | None], LaminaError]) -> tuple[int, int | None] | None:
+        """One ranged answer (at most ``cap`` bytes) read into ``sink(count)``'s buffers. Every header
+        is checked before a byte lands in one: the status, a Content-Range that starts where asked
+        and ends within the range and the file, a Content-Length that agrees with it. A body cut
+        short is retried (its bytes are written again); one going on past its Content-Range is refused."""
+        import urllib3
+
+        if response.status == 416:
+            return None
+        self._check_status(response, path, (200, 206))
+        if response.status == 200:
+            raise self._no_ranges(path)
+        content_range = response.headers.get("Content-Range", "")
+        match = _CONTENT_RANGE.fullmatch(content_range)
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > cap:
+            raise too_long(int(length))
+        last = int(match.group(2)) if match is not None else -1
+        total = None if match is None or match.group(3) == "*" else int(match.group(3))
+        count = last - position + 1
+        if (match is None or int(match.group(1)) != position or not 0 < count <= cap
+                or (total is not None and last >= total) or (length.isdigit() and int(length) != count)):
+            raise self._bad_range(path, content_range, wanted)
+        got = 0
+        for target in sink(count):
+            n = _fill(response, target, deadline)
+            got += n
+            if n < len(target):  # the body ended
+                break
+        deadline.check()  # a socket shut by the deadline looks like the end of the body
+        if got < count:
+            if length.isdigit():  # the connection ended before its Content-Length: a cut answer, retried
+                raise urllib3.exceptions.IncompleteRead(got, count - got)
+            raise self._bad_range(path, content_range, wanted)
+        if not response.closed and _fill(response, memoryview(bytearray(1)), deadline):
+            raise too_long(None) if count == cap else self._bad_range(path, content_range, wanted)
+        return count, total
+
     def _bad_range(self, path: str, content_range: str, wanted: str) -> StorageError:
         return StorageError(f"{self.location}/{path}: bad Content-Range {content_range!r} for {wanted}")
 
@@ -295,12 +365,34 @@ class HttpStore(Store):
         # One ranged GET (usually): its Content-Range ends with the file's total size.
         if length <= 0:
             return b"", self.size(path)
+        # Read into buffers of at most DEADLINE_SPAN bytes, each allocated as the body reaches it
+        # (memory follows the bytes received, not the length asked).
+        pieces = _Pieces(length)
         deadline = self._deadline(path)
         try:
-            data, total = self._range(path, 0, length, deadline)
+            got, total = self._range_into(path, 0, length, pieces.views, deadline)
         finally:
             deadline.unwatch()
-        return data, total if total is not None else self.size(path)
+        return pieces.result(got), total if total is not None else self.size(path)
+
+    def read_into(self, path: str, ranges: list[tuple[int, memoryview]]) -> int | None:
+        # One GET per run of adjacent ranges, its body read straight into the buffers.
+        total = None
+        for start, views in coalesce(ranges):
+            views = [_bytes_view(view) for view in views]
+            wanted = sum(len(view) for view in views)
+            deadline = self._deadline(path)
+            try:
+                got, size = self._range_into(path, start, start + wanted,
+                                             lambda offset, count, views=views: iter(_slice(views, offset, count)),
+                                             deadline)
+            finally:
+                deadline.unwatch()
+            total = size if size is not None else total
+            if got != wanted:
+                raise IntegrityError(f"{path}: truncated (wanted {wanted} bytes at {start}, got {got})",
+                                     [(path, "truncated")])
+        return total
 
     def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
         if end is not None and end <= start:
@@ -380,6 +472,88 @@ class HttpStore(Store):
             raise StorageError(f"{self.location}/{path}: download interrupted: {exc}") from None
         finally:
             self._release(response, "GET", deadline, discard=False)
+
+
+def _slice(views: list[memoryview], offset: int, length: int) -> list[memoryview]:
+    """The parts of ``views`` (taken as one run of bytes) from ``offset``, ``length`` bytes long."""
+    out = []
+    for view in views:
+        if offset >= len(view):
+            offset -= len(view)
+            continue
+        part = view[offset : offset + length]
+        out.append(part)
+        length -= len(part)
+        offset = 0
+        if not length:
+            break
+    return out
+
+
+class _Pieces:
+    """A body of up to ``length`` bytes in buffers of DEADLINE_SPAN bytes, each made when first written."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.pieces: list[bytearray] = []
+
+    def views(self, offset: int, count: int) -> Iterator[memoryview]:
+        while count:
+            index, within = divmod(offset, DEADLINE_SPAN)
+            if index == len(self.pieces):
+                self.pieces.append(bytearray(min(DEADLINE_SPAN, self.length - index * DEADLINE_SPAN)))
+            view = memoryview(self.pieces[index])[within : within + count]
+            yield view
+            offset += len(view)
+            count -= len(view)
+
+    def result(self, got: int) -> bytes:
+        """The first ``got`` bytes: the one buffer itself when there is one (no copy)."""
+        if len(self.pieces) == 1 or got == 0:
+            data = self.pieces[0] if self.pieces else bytearray()
+            del data[got:]
+            return data  # type: ignore[return-value]  # a bytearray: bytes-like, not copied
+        return b"".join(memoryview(piece)[: max(0, got - i * DEADLINE_SPAN)] for i, piece in enumerate(self.pieces))
+
+
+def _bytes_view(view: memoryview) -> memoryview:
+    view = memoryview(view)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _socket_body(response: Any) -> http.client.HTTPResponse | None:
+    """The http.client response under urllib3's, whose ``readinto`` fills a buffer from the socket
+    (and stops at its Content-Length or last chunk); None should urllib3 ever hold something else,
+    and then bodies are read as bytes and copied."""
+    fp = getattr(response, "_fp", None)
+    return fp if isinstance(fp, http.client.HTTPResponse) else None
+
+
+def _fill(response: Any, target: memoryview, deadline: Deadline) -> int:
+    """Read the body into ``target`` until it is full or the body ends; returns the bytes read.
+    Straight from the socket into ``target`` through http.client's ``readinto`` (urllib3's own
+    ``readinto`` reads into new bytes and copies them), DEADLINE_SPAN at most per call so that the
+    deadline grows with the body."""
+    import urllib3
+
+    fp = _socket_body(response)
+    got = 0
+    while got < len(target):
+        part = target[got : got + DEADLINE_SPAN]
+        if fp is not None:
+            try:
+                n = fp.readinto(part)
+            except (OSError, http.client.HTTPException) as exc:  # as urllib3 reports a broken body
+                raise urllib3.exceptions.ProtocolError(f"Connection broken: {exc!r}", exc) from None
+        else:
+            data = response.read(len(part), decode_content=False)
+            n = len(data)
+            part[:n] = data
+        if not n:
+            break
+        got += n
+        deadline.received(n)
+    return got
 
 
 def _origin(url: str) -> tuple[str, str, int] | None:
