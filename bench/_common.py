@@ -9,7 +9,7 @@ import gc
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -97,25 +97,114 @@ def make_state_dict(cfg: Config, seed: int = 0) -> dict[str, torch.Tensor]:
     offset per tensor) out of one 64 MiB block of ``randn`` values: incompressible-looking, realistic
     bf16 bit patterns, and generated at memcpy speed. No benchmarked code path compresses.
     """
+    out = {name: torch.empty(shape, dtype=DTYPE) for name, shape in shapes(cfg).items()}
+    fill_random(out.values(), seed)
+    return out
+
+
+def fill_random(tensors: Iterable[torch.Tensor], seed: int) -> None:
+    """Fill contiguous tensors (any one floating dtype) with ``randn`` bit patterns copied out of one
+    32M-element block at a pseudo-random offset per tensor (see :func:`make_state_dict`)."""
+    tensors = list(tensors)
+    if not tensors:
+        return
     g = torch.Generator().manual_seed(seed)
-    pool = torch.randn(32 << 20, dtype=DTYPE, generator=g)
+    pool = torch.randn(32 << 20, dtype=tensors[0].dtype, generator=g)
     n_pool = pool.numel()
-    out = {}
-    for i, (name, shape) in enumerate(shapes(cfg).items()):
-        n = 1
-        for s in shape:
-            n *= s
-        flat = torch.empty(n, dtype=DTYPE)
-        off = (i * 2_654_435_761) % n_pool
-        pos = 0
-        while pos < n:
-            k = min(n - pos, n_pool - off)
-            flat[pos : pos + k].copy_(pool[off : off + k])
-            pos += k
-            off = 0
-        out[name] = flat.view(shape)
+    with torch.no_grad():
+        for i, t in enumerate(tensors):
+            flat = t.view(-1)
+            n = flat.numel()
+            off = (i * 2_654_435_761) % n_pool
+            pos = 0
+            while pos < n:
+                k = min(n - pos, n_pool - off)
+                flat[pos : pos + k].copy_(pool[off : off + k])
+                pos += k
+                off = 0
     del pool
     gc.collect()
+
+
+# ----------------------------------------------------------------------------------- GPT-2 (transformers)
+GPT2_MID_LAYER = "transformer.h.7.attn.c_attn"  # weight + bias; the one-layer read for --model gpt2
+GPT2_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class GPT2Spec:
+    """A ``transformers.GPT2LMHeadModel``: GPT-2 small by default (12 layers, d=768, vocab 50257,
+    124.4M parameters, ``lm_head.weight`` tied to ``transformer.wte.weight``)."""
+
+    n_layer: int = 12
+    vocab: int = 50257
+    dtype: str = "f32"
+
+    def scaled4(self) -> GPT2Spec:
+        """4x the parameters at the same width: 4x the blocks and 4x the vocabulary (3.99x)."""
+        return GPT2Spec(self.n_layer * 4, self.vocab * 4, self.dtype)
+
+    def config(self):  # noqa: ANN201 (transformers is imported lazily)
+        from transformers import GPT2Config
+
+        return GPT2Config(n_layer=self.n_layer, vocab_size=self.vocab)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def gpt2_model(spec: GPT2Spec, seed: int | None = 0) -> nn.Module:
+    """A GPT2LMHeadModel in ``spec.dtype``. ``seed``: transformers' own random init (normal(0, 0.02)
+    weights, LayerNorm 1/0, zero biases; ~3 s for GPT-2 small), converted after init; None: built
+    on meta, then resident memory filled with randn bit patterns (:func:`fill_random`; for the 4x
+    model, whose init would take minutes). Either way wte and lm_head are one Parameter, tied by
+    transformers (``tie_weights``)."""
+    from transformers import GPT2LMHeadModel
+
+    dtype = GPT2_DTYPES[spec.dtype]
+    if seed is not None:
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(spec.config()).to(dtype)
+    else:
+        with torch.device("meta"):
+            model = GPT2LMHeadModel(spec.config()).to(dtype)
+        model = model.to_empty(device="cpu")
+        model.tie_weights()  # to_empty off meta makes one Parameter per module: tie them again
+        fill_random(unique_tensors(model.state_dict()).values(), 4)
+    model.eval().requires_grad_(False)
+    sd = model.state_dict()
+    assert sd["lm_head.weight"].data_ptr() == sd["transformer.wte.weight"].data_ptr(), "lm_head is not tied"
+    return model
+
+
+def gpt2_module(spec: GPT2Spec) -> nn.Module:
+    """The load target: a GPT2LMHeadModel with resident, zeroed memory (built on meta, no init)."""
+    from transformers import GPT2LMHeadModel
+
+    with torch.device("meta"):
+        module = GPT2LMHeadModel(spec.config()).to(GPT2_DTYPES[spec.dtype])
+    module = module.to_empty(device="cpu")
+    module.tie_weights()  # to_empty off meta makes one Parameter per module: tie them again
+    with torch.no_grad():
+        for p in module.state_dict().values():
+            p.zero_()
+    module.eval().requires_grad_(False)
+    sd = module.state_dict()
+    assert sd["lm_head.weight"].data_ptr() == sd["transformer.wte.weight"].data_ptr(), "lm_head is not tied"
+    return module
+
+
+def unique_tensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``sd`` with one name per group of tensors sharing memory, the first in state-dict order
+    (GPT-2: ``transformer.wte.weight``; ``safetensors.torch.save_model`` keeps the alphabetically
+    first, ``lm_head.weight``: the same bytes, stored once either way)."""
+    seen: set[tuple[int, torch.dtype, tuple[int, ...]]] = set()
+    out = {}
+    for name, t in sd.items():
+        key = (t.data_ptr(), t.dtype, tuple(t.shape))
+        if key not in seen:
+            seen.add(key)
+            out[name] = t
     return out
 
 

@@ -3,6 +3,7 @@
     python bench/run.py                 # full run (0.74 GB model + a 4x 2.9 GB one): ~5 min on 2 cores, ~6 GB disk at peak
     python bench/run.py --scale 0.1     # quick smoke run (fewer blocks, smaller vocabulary)
     python bench/run.py --out DIR       # where data goes (default: a temp dir under bench/_data)
+    python bench/run.py --model gpt2    # the same measurements on transformers' GPT-2 small (random init)
 
 Compares ``lamina.save`` / ``lamina.open(...).load_into`` / ``lamina.open(...).layer`` against
 ``safetensors.torch`` (one file) and ``torch.save`` / ``torch.load`` on a generated bf16
@@ -23,7 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -33,10 +37,14 @@ import safetensors  # noqa: E402
 import safetensors.torch  # noqa: E402
 import torch  # noqa: E402
 from _common import (  # noqa: E402
+    GPT2_MID_LAYER,
     MID_LAYER,
     Config,
+    GPT2Spec,
     build_module,
     fsync_path,
+    gpt2_model,
+    gpt2_module,
     layer_bytes,
     make_state_dict,
     median,
@@ -47,6 +55,7 @@ from _common import (  # noqa: E402
     timed,
     timed_cpu,
     total_bytes,
+    unique_tensors,
 )
 
 import lamina  # noqa: E402
@@ -55,6 +64,61 @@ MB = 1e6
 GB = 1e9
 MEM_SLACK = 64 * 2**20  # the save-memory target: largest layer + 64 MiB
 BALLAST = 0  # bytes of page-cache ballast before each timed write; set in main()
+
+
+@dataclass
+class Workload:
+    """What a run measures: the synthetic bf16 transformer, or a ``transformers`` GPT-2.
+
+    The method names in the tables stay the same for both; for GPT-2 the safetensors anchors are its
+    documented calls for models with tied weights (``save_file`` refuses tensors that share memory):
+    "safetensors save_file" is ``safetensors.torch.save_model(model, f)`` (which stores one name of
+    each tied group, then calls ``save_file``) and the safetensors load is
+    ``safetensors.torch.load_model(module, f)`` (``load_file``, then ``load_state_dict(strict=False)``
+    and a check that only tied names were missing).
+    """
+
+    name: str
+    desc: str  # one line for the report
+    mid_layer: str
+    subject: Any  # what every save method is given: a state dict, or the model
+    sd: dict[str, torch.Tensor]  # every name of the module, tied names included (values are checked)
+    unique: dict[str, torch.Tensor]  # one name per stored tensor (bytes, layers, the save breakdown)
+    make_module: Callable[[], torch.nn.Module]  # the resident, zeroed load target
+    st_save: Callable[[Any, Path], None]
+    st_load: Callable[[torch.nn.Module, Path], Any]
+    cfg: Config | None = None  # the synthetic model's config (the memory subprocesses build only that one)
+
+
+def synthetic_workload(cfg: Config, seed: int = 0) -> Workload:
+    sd = make_state_dict(cfg, seed)
+    return Workload(
+        "synthetic", f"d_model={cfg.d_model}, {cfg.n_blocks} blocks, vocab {cfg.vocab}, bf16", MID_LAYER, sd, sd, sd,
+        lambda: build_module(cfg), lambda sd, p: safetensors.torch.save_file(sd, p),
+        lambda m, p: m.load_state_dict(safetensors.torch.load_file(p)), cfg)
+
+
+def gpt2_workload(spec: GPT2Spec, seed: int | None = 0) -> Workload:
+    model = gpt2_model(spec, seed)
+    sd = model.state_dict()
+    how = "transformers random init" if seed is not None else "randn bit patterns, no init"
+    return Workload(
+        "gpt2", f"transformers GPT2LMHeadModel, {spec.n_layer} layers, d=768, vocab {spec.vocab}, {spec.dtype} "
+        f"({how}; lm_head.weight tied to transformer.wte.weight)", GPT2_MID_LAYER, model, sd, unique_tensors(sd),
+        lambda: gpt2_module(spec), lambda m, p: safetensors.torch.save_model(m, str(p)),
+        lambda m, p: safetensors.torch.load_model(m, str(p)))
+
+
+class _StoredOnly:
+    """A module seen through the names lamina stored (not its aliases: GPT-2's tie), so the load
+    floor reads each stored tensor once, into the module memory both tied names share."""
+
+    def __init__(self, module: torch.nn.Module, path: Path) -> None:
+        self.module = module
+        self.names = {t.name for t in lamina.open(path).manifest.tensors}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: t for n, t in self.module.state_dict().items() if n in self.names}
 
 
 def log(msg: str) -> None:
@@ -107,18 +171,20 @@ def run_rounds(methods: dict, reps: int, label: str, warmup: bool = True) -> dic
     return res
 
 
-def bench_save(sd: dict, out: Path, reps: int) -> dict[str, dict[str, list[float]]]:
+def bench_save(w: Workload, out: Path, reps: int) -> dict[str, dict[str, list[float]]]:
+    subject = w.subject
+
     def st_fsync(p: Path) -> None:
-        safetensors.torch.save_file(sd, p)
+        w.st_save(subject, p)
         fsync_path(p)
         fsync_path(p.parent)
 
     methods = {
-        "lamina.save durable=True": (out / "lamina_durable", lambda p: lamina.save(sd, p, durable=True)),
-        "lamina.save durable=False": (out / "lamina_fast", lambda p: lamina.save(sd, p, durable=False)),
-        "safetensors save_file": (out / "st.safetensors", lambda p: safetensors.torch.save_file(sd, p)),
+        "lamina.save durable=True": (out / "lamina_durable", lambda p: lamina.save(subject, p, durable=True)),
+        "lamina.save durable=False": (out / "lamina_fast", lambda p: lamina.save(subject, p, durable=False)),
+        "safetensors save_file": (out / "st.safetensors", lambda p: w.st_save(subject, p)),
         "safetensors save_file + fsync": (out / "st_fsync.safetensors", st_fsync),
-        "torch.save": (out / "model.pt", lambda p: torch.save(sd, p)),
+        "torch.save": (out / "model.pt", lambda p: torch.save(w.sd, p)),  # torch stores shared memory once
     }
     return run_rounds(methods, reps, "save")
 
@@ -161,25 +227,26 @@ RAW_SERIAL = "(floor) plain readinto of lamina shards, 1 thread"
 RAW_THREADED = "(floor) plain readinto of lamina shards, 2 threads"
 
 
-def bench_load(paths: dict[str, Path], sd: dict, cfg: Config, reps: int, investigate: bool) -> dict[str, list[float]]:
+def bench_load(paths: dict[str, Path], w: Workload, reps: int, investigate: bool) -> dict[str, list[float]]:
     """Warm page cache (every file read once, plus an untimed warm-up call per method), one resident
     module reused by every method, shuffled round-robin, median."""
-    module = build_module(cfg)
+    module = w.make_module()
+    sd = w.sd
     methods = {
         LOAD_LAMINA: lambda: lamina.open(paths["lamina"]).load_into(module),
-        LOAD_ST: lambda: module.load_state_dict(safetensors.torch.load_file(paths["safetensors"])),
+        LOAD_ST: lambda: w.st_load(module, paths["safetensors"]),
         LOAD_TORCH: lambda: module.load_state_dict(torch.load(paths["torch"], weights_only=True)),
     }
     raw = None
     if investigate:
-        raw = inv.RawReader(paths["lamina"], module)
+        raw = inv.RawReader(paths["lamina"], _StoredOnly(module, paths["lamina"]))  # type: ignore[arg-type]
         methods[RAW_SERIAL] = raw.serial
         methods[RAW_THREADED] = raw.threaded
     for p in paths.values():
         read_all(p)
     for name, fn in methods.items():  # untimed warm-up, also checks the loaded values
         with torch.no_grad():
-            for p in module.parameters():
+            for p in module.state_dict().values():
                 p.zero_()
         fn()
         bad = [n for n, t in module.state_dict().items()
@@ -198,9 +265,9 @@ def bench_load(paths: dict[str, Path], sd: dict, cfg: Config, reps: int, investi
     return times  # the module and its 0.74 GB are freed with this frame
 
 
-def bench_one_layer(path: Path, ref: dict, reps: int) -> dict[str, list[float]]:
-    """open() + layer(MID_LAYER), warm cache; also the two parts separately."""
-    got = lamina.open(path).layer(MID_LAYER)
+def bench_one_layer(path: Path, ref: dict, reps: int, layer: str) -> dict[str, list[float]]:
+    """open() + layer(layer), warm cache; also the two parts separately."""
+    got = lamina.open(path).layer(layer)
     assert got.keys() == ref.keys()
     for n, t in got.items():
         assert torch.equal(t.view(torch.uint8), ref[n].view(torch.uint8)), n
@@ -210,7 +277,7 @@ def bench_one_layer(path: Path, ref: dict, reps: int) -> dict[str, list[float]]:
         t0 = time.perf_counter()
         art = lamina.open(path)
         t1 = time.perf_counter()
-        art.layer(MID_LAYER)
+        art.layer(layer)
         t2 = time.perf_counter()
         res["total"].append(t2 - t0)
         res["open"].append(t1 - t0)
@@ -242,6 +309,19 @@ def main() -> None:
     ap.add_argument("--no-4x", action="store_true", help="skip the 4x model")
     ap.add_argument("--no-investigate", action="store_true", help="skip the timing splits (save breakdown, load floor)")
     ap.add_argument("--keep", action="store_true", help="keep the written snapshots and files")
+    ap.add_argument("--model", choices=["synthetic", "gpt2"], default="synthetic",
+                    help="synthetic: the generated bf16 transformer (default). gpt2: transformers' "
+                         "GPT2LMHeadModel(GPT2Config()), GPT-2 small (124.4M parameters, 148 stored tensors), random "
+                         "init (seed 0); its 4x model has 48 layers and a 4x vocabulary (3.99x the parameters, filled "
+                         "with randn bit patterns instead of init). lm_head.weight is tied to transformer.wte.weight: "
+                         "lamina stores it once (an alias), and the safetensors anchors are save_model / load_model, "
+                         "its documented calls for shared tensors (save_file refuses them). --scale does not apply; "
+                         "the memory probes (bench/_memworker.py) measure the synthetic model only and are skipped")
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
+                    help="--model gpt2 only: f32 (default) keeps the dtype GPT-2 is initialised in and published in "
+                         "(0.498 GB, comparable in bytes to the synthetic 0.735 GB); bf16 halves the bytes (0.249 GB) "
+                         "at the same tensor count, to see the per-tensor costs weigh more. No method casts, so only "
+                         "the byte count differs")
     args = ap.parse_args()
     investigate = not args.no_investigate
     global BALLAST
@@ -255,33 +335,40 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
     cfg1 = Config().scaled(args.scale, args.scale)
     cfg4 = Config(cfg1.d_model, cfg1.n_blocks * 4, cfg1.vocab * 4)
+    spec1 = GPT2Spec(dtype=args.dtype)
+    gpt2 = args.model == "gpt2"
     info = machine()
     log(f"machine: {info}")
     log(f"output: {out}")
 
-    results: dict = {"machine": info, "config_1x": cfg1.as_dict(), "config_4x": cfg4.as_dict(), "reps": args.reps,
-                     "pressure_start": pressure()}
+    results: dict = {"machine": info, "model": args.model, "reps": args.reps, "pressure_start": pressure()}
+    if gpt2:
+        results.update(config_1x=spec1.as_dict(), config_4x=spec1.scaled4().as_dict())
+    else:
+        results.update(config_1x=cfg1.as_dict(), config_4x=cfg4.as_dict())
     big: list[Path] = []
     try:
-        log(f"generating 1x state dict {cfg1}")
-        sd = make_state_dict(cfg1)
+        log(f"generating the 1x model: {spec1 if gpt2 else cfg1}")
+        w = gpt2_workload(spec1) if gpt2 else synthetic_workload(cfg1)
+        sd = w.unique
         nbytes = total_bytes(sd)
         lb = layer_bytes(sd)
         largest = max(lb, key=lb.get)
-        results["model_1x"] = {"bytes": nbytes, "tensors": len(sd), "layers": len(lb),
-                               "largest_layer": largest, "largest_layer_bytes": lb[largest],
-                               "mid_layer_bytes": lb[MID_LAYER]}
+        results["mid_layer"] = w.mid_layer
+        results["model_1x"] = {"desc": w.desc, "bytes": nbytes, "tensors": len(sd), "names": len(w.sd),
+                               "layers": len(lb), "largest_layer": largest, "largest_layer_bytes": lb[largest],
+                               "mid_layer_bytes": lb[w.mid_layer]}
         BALLAST = 0 if args.no_ballast else int(nbytes * 1.1) + (64 << 20)
         results["ballast_bytes"] = BALLAST
-        log(f"1x: {nbytes / GB:.3f} GB, {len(sd)} tensors, {len(lb)} layers, largest layer {largest} "
-            f"{lb[largest] / MB:.1f} MB")
+        log(f"1x: {w.desc}: {nbytes / GB:.3f} GB, {len(sd)} stored tensors ({len(w.sd)} names), {len(lb)} layers, "
+            f"largest layer {largest} {lb[largest] / MB:.1f} MB")
 
         # ---------------- save time
         save_dir = out / "save"
         save_dir.mkdir(exist_ok=True)
         big.append(save_dir)
         log(f"save: 1 warm-up + {args.reps} timed rounds, 5 methods")
-        results["save"] = bench_save(sd, save_dir, args.reps)
+        results["save"] = bench_save(w, save_dir, args.reps)
         if investigate:
             log("save breakdown (lamina with sha256 stubbed; its parts by hand)")
             big.append(out / "save_breakdown")
@@ -293,7 +380,9 @@ def main() -> None:
                                      else p.stat().st_size) for k, p in paths.items()}
 
         # ---------------- memory (fresh subprocess per method)
-        if not args.no_mem:
+        if gpt2 and not args.no_mem:
+            log("memory probes: skipped for --model gpt2 (bench/_memworker.py builds the synthetic model only)")
+        if not args.no_mem and w.cfg is not None:
             mem_dir = out / "mem"
             mem_dir.mkdir(exist_ok=True)
             big.append(mem_dir)
@@ -312,18 +401,18 @@ def main() -> None:
 
         # ---------------- full load
         log(f"load into module: warm cache, {args.reps} timed rounds")
-        results["load_s"] = bench_load(paths, sd, cfg1, args.reps, investigate)
+        results["load_s"] = bench_load(paths, w, args.reps, investigate)
 
         # ---------------- one layer at 1x; torch.load of the whole file
-        layer_names = [n for n in sd if n.rpartition(".")[0] == MID_LAYER]
+        layer_names = [n for n in sd if n.rpartition(".")[0] == w.mid_layer]
         ref = {n: sd[n].clone() for n in layer_names}
         log("one-layer load 1x")
-        results["layer_1x_s"] = bench_one_layer(paths["lamina"], ref, args.layer_reps)
+        results["layer_1x_s"] = bench_one_layer(paths["lamina"], ref, args.layer_reps, w.mid_layer)
         results["st_layer_1x_s"] = bench_st_layer(paths["safetensors"], layer_names, args.layer_reps)
         if investigate:
             results["open_split_1x"] = inv.manifest_decode_split(paths["lamina"])
         log("torch.load whole 1x file (warm)")
-        del sd
+        del sd, w
         gc.collect()
         torch.load(paths["torch"], weights_only=True)
         results["torch_load_1x_s"] = [timed(lambda: torch.load(paths["torch"], weights_only=True))
@@ -333,8 +422,9 @@ def main() -> None:
         if not args.no_4x:
             rm(save_dir)  # free page cache for the bigger model
             os.sync()
-            log(f"generating 4x state dict {cfg4}")
-            sd4 = make_state_dict(cfg4, seed=4)
+            log(f"generating the 4x model: {spec1.scaled4() if gpt2 else cfg4}")
+            sd4 = (unique_tensors(gpt2_model(spec1.scaled4(), seed=None).state_dict()) if gpt2
+                   else make_state_dict(cfg4, seed=4))
             lb4 = layer_bytes(sd4)
             results["model_4x"] = {"bytes": total_bytes(sd4), "tensors": len(sd4), "layers": len(lb4)}
             log(f"4x: {total_bytes(sd4) / GB:.3f} GB, {len(sd4)} tensors, {len(lb4)} layers; saving")
@@ -348,7 +438,7 @@ def main() -> None:
             gc.collect()
             os.sync()
             log("one-layer load 4x")
-            results["layer_4x_s"] = bench_one_layer(x4 / "lamina", ref4, args.layer_reps)
+            results["layer_4x_s"] = bench_one_layer(x4 / "lamina", ref4, args.layer_reps, results["mid_layer"])
             results["st_layer_4x_s"] = bench_st_layer(x4 / "st.safetensors", layer_names, args.layer_reps)
             if investigate:
                 results["open_split_4x"] = inv.manifest_decode_split(x4 / "lamina")
@@ -382,14 +472,21 @@ def report(r: dict) -> str:
         lines.extend("| " + " | ".join(row) + " |" for row in rows)
         lines.append("")
 
-    c1 = r["config_1x"]
-    lines.append(f"Model 1x: d_model={c1['d_model']}, {c1['n_blocks']} blocks, vocab {c1['vocab']}, bf16: "
-                 f"{nbytes / GB:.3f} GB, {m1['tensors']} tensors, {m1['layers']} layers; largest layer "
-                 f"`{m1['largest_layer']}` {m1['largest_layer_bytes'] / MB:.1f} MB; `{MID_LAYER}` "
-                 f"{m1['mid_layer_bytes'] / MB:.2f} MB.")
+    c1, mid = r["config_1x"], r.get("mid_layer", MID_LAYER)
+    desc = m1.get("desc") or f"d_model={c1['d_model']}, {c1['n_blocks']} blocks, vocab {c1['vocab']}, bf16"
+    lines.append(f"Model 1x: {desc}: {nbytes / GB:.3f} GB, {m1['tensors']} tensors"
+                 + (f" ({m1['names']} names)" if m1.get("names", m1["tensors"]) != m1["tensors"] else "")
+                 + f", {m1['layers']} layers; largest layer `{m1['largest_layer']}` "
+                 f"{m1['largest_layer_bytes'] / MB:.1f} MB; `{mid}` {m1['mid_layer_bytes'] / MB:.2f} MB.")
+    if r.get("model") == "gpt2":
+        lines.append("Anchors for GPT-2 (tied weights): \"safetensors save_file\" is `safetensors.torch.save_model(model, f)` "
+                     "and the safetensors load is `safetensors.torch.load_model(module, f)`, safetensors' documented "
+                     "calls for shared tensors; lamina saves the model (the tie becomes an alias) and torch.save its "
+                     "state dict.")
     if "model_4x" in r:
         c4, m4 = r["config_4x"], r["model_4x"]
-        lines.append(f"Model 4x: {c4['n_blocks']} blocks, vocab {c4['vocab']}: {m4['bytes'] / GB:.3f} GB, "
+        size4 = (f"{c4['n_layer']} layers" if "n_layer" in c4 else f"{c4['n_blocks']} blocks")
+        lines.append(f"Model 4x: {size4}, vocab {c4['vocab']}: {m4['bytes'] / GB:.3f} GB, "
                      f"{m4['tensors']} tensors, {m4['layers']} layers.")
     lines.append(f"Times in seconds: median of {r['reps']} (min–max) unless noted; GB = 1e9 bytes.")
     lines.append("")
@@ -456,7 +553,7 @@ def report(r: dict) -> str:
     # ---- one layer
     l1 = r["layer_1x_s"]
     tl = median(r["torch_load_1x_s"])
-    lines.append(f"**One-layer load** `lamina.open(p).layer(\"{MID_LAYER}\")` ({m1['mid_layer_bytes'] / MB:.1f} MB; "
+    lines.append(f"**One-layer load** `lamina.open(p).layer(\"{mid}\")` ({m1['mid_layer_bytes'] / MB:.1f} MB; "
                  f"open() with its manifest decode included; warm cache; median of {len(l1['total'])}), in ms")
     lines.append("")
     rows = []
