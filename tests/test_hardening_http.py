@@ -458,3 +458,16 @@ def test_http_read_into_without_socket_access_reads_and_copies(serve: Callable[.
     with pytest.raises(lamina.StorageError, match=r"body exceeds 3000 bytes, the range"):
         HttpStore(serve(functools.partial(_blob, chunked=True, body=BLOB[100:3100] + b"more")).url).read_into(
             "f.bin", [(100, memoryview(head)), (1100, memoryview(floats))])
+
+
+def test_http_read_prefix_of_a_file_growing_between_answers(serve: Callable[..., HostileServer]) -> None:
+    """Capped answers whose file size grows from one to the next: the prefix still holds exactly
+    the bytes sent."""
+    sizes = iter([1000, 3000])
+
+    def growing(h: Handler) -> None:
+        start, end = parse_range(h.headers["Range"], len(BLOB)) or (0, 0)
+        end = min(end, start + 600)
+        _blob(h, content_range=f"bytes {start}-{end - 1}/{next(sizes, 5000)}", body=BLOB[start:end])
+
+    assert HttpStore(serve(growing).url).read_prefix("f.bin", 2000) == (BLOB[:2000], 5000)

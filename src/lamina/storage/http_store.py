@@ -283,10 +283,12 @@ class HttpStore(Store):
             raise self._bad_range(path, content_range, wanted)
         return data, None if match.group(3) == "*" else int(match.group(3))
 
-    def _range_into(self, path: str, start: int, end: int, sink: Callable[[int, int], Iterator[memoryview]],
+    def _range_into(self, path: str, start: int, end: int,
+                    sink: Callable[[int, int, int | None], Iterator[memoryview]],
                     deadline: Deadline) -> tuple[int, int | None]:
-        """Bytes ``[start, end)`` read straight into the buffers ``sink(offset, count)`` yields (the
-        ones covering ``count`` bytes from ``start + offset``, in order, taken as each is filled);
+        """Bytes ``[start, end)`` read straight into the buffers ``sink(offset, count, file size or
+        None)`` yields (the ones covering ``count`` bytes from ``start + offset``, in order, taken as
+        each is filled; called once an answer's headers are checked);
         returns how many bytes were filled (fewer at EOF) and the file size if the server said it.
         Capped ranges are completed with follow-up requests, as in ``_range``."""
         total: int | None = None
@@ -307,9 +309,9 @@ class HttpStore(Store):
         return position - start, total
 
     def _range_answer_into(self, response: Any, *, path: str, position: int, wanted: str, cap: int,
-                           sink: Callable[[int], Iterator[memoryview]], deadline: Deadline,
+                           sink: Callable[[int, int | None], Iterator[memoryview]], deadline: Deadline,
                            too_long: Callable[[int | None], LaminaError]) -> tuple[int, int | None] | None:
-        """One ranged answer (at most ``cap`` bytes) read into ``sink(count)``'s buffers. Every header
+        """One ranged answer (at most ``cap`` bytes) read into ``sink(count, total)``'s buffers. Every header
         is checked before a byte lands in one: the status, a Content-Range that starts where asked
         and ends within the range and the file, a Content-Length that agrees with it. A body cut
         short is retried (its bytes are written again); one going on past its Content-Range is refused."""
@@ -332,7 +334,7 @@ class HttpStore(Store):
                 or (total is not None and last >= total) or (length.isdigit() and int(length) != count)):
             raise self._bad_range(path, content_range, wanted)
         got = 0
-        for target in sink(count):
+        for target in sink(count, total):
             n = _fill(response, target, deadline)
             got += n
             if n < len(target):  # the body ended
@@ -365,9 +367,7 @@ class HttpStore(Store):
         # One ranged GET (usually): its Content-Range ends with the file's total size.
         if length <= 0:
             return b"", self.size(path)
-        # Read into buffers of at most DEADLINE_SPAN bytes, each allocated as the body reaches it
-        # (memory follows the bytes received, not the length asked).
-        pieces = _Pieces(length)
+        pieces = _Prefix(length)
         deadline = self._deadline(path)
         try:
             got, total = self._range_into(path, 0, length, pieces.views, deadline)
@@ -384,7 +384,7 @@ class HttpStore(Store):
             deadline = self._deadline(path)
             try:
                 got, size = self._range_into(path, start, start + wanted,
-                                             lambda offset, count, views=views: iter(_slice(views, offset, count)),
+                                             lambda offset, count, _, views=views: iter(_slice(views, offset, count)),
                                              deadline)
             finally:
                 deadline.unwatch()
@@ -490,30 +490,27 @@ def _slice(views: list[memoryview], offset: int, length: int) -> list[memoryview
     return out
 
 
-class _Pieces:
-    """A body of up to ``length`` bytes in buffers of DEADLINE_SPAN bytes, each made when first written."""
+class _Prefix:
+    """The buffer of a prefix read, made once the first answer's headers are checked: as long as
+    the file holds past the start (at most the length asked), so a manifest that claims more than
+    the file has costs no memory."""
 
     def __init__(self, length: int) -> None:
         self.length = length
-        self.pieces: list[bytearray] = []
+        self.data: bytearray | None = None
 
-    def views(self, offset: int, count: int) -> Iterator[memoryview]:
-        while count:
-            index, within = divmod(offset, DEADLINE_SPAN)
-            if index == len(self.pieces):
-                self.pieces.append(bytearray(min(DEADLINE_SPAN, self.length - index * DEADLINE_SPAN)))
-            view = memoryview(self.pieces[index])[within : within + count]
-            yield view
-            offset += len(view)
-            count -= len(view)
+    def views(self, offset: int, count: int, total: int | None) -> Iterator[memoryview]:
+        if self.data is None:
+            self.data = bytearray(self.length if total is None else min(self.length, total))
+        elif offset + count > len(self.data):  # a later answer says the file is longer now
+            self.data.extend(bytes(offset + count - len(self.data)))
+        yield memoryview(self.data)[offset : offset + count]
 
     def result(self, got: int) -> bytes:
-        """The first ``got`` bytes: the one buffer itself when there is one (no copy)."""
-        if len(self.pieces) == 1 or got == 0:
-            data = self.pieces[0] if self.pieces else bytearray()
-            del data[got:]
-            return data  # type: ignore[return-value]  # a bytearray: bytes-like, not copied
-        return b"".join(memoryview(piece)[: max(0, got - i * DEADLINE_SPAN)] for i, piece in enumerate(self.pieces))
+        """The first ``got`` bytes, not copied (a bytearray: bytes-like)."""
+        data = self.data if self.data is not None else bytearray()
+        del data[got:]
+        return data  # type: ignore[return-value]
 
 
 def _bytes_view(view: memoryview) -> memoryview:
