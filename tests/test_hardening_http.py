@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -471,3 +472,20 @@ def test_http_read_prefix_of_a_file_growing_between_answers(serve: Callable[...,
         _blob(h, content_range=f"bytes {start}-{end - 1}/{next(sizes, 5000)}", body=BLOB[start:end])
 
     assert HttpStore(serve(growing).url).read_prefix("f.bin", 2000) == (BLOB[:2000], 5000)
+
+
+def test_http_connections_are_kept_for_32_concurrent_reads(serve: Callable[..., HostileServer],
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """More threads than the store's default max_concurrency: no connection is closed and reopened
+    for want of room in the pool (urllib3 warns when it does)."""
+    def slow(h: Handler) -> None:
+        h.pause(0.05)  # keeps the 32 requests in flight together
+        _blob(h)
+
+    server = serve(slow)
+    store = HttpStore(server.url)
+    buffers = [bytearray(100) for _ in range(32)]
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda i: store.read_into("f.bin", [(i * 100, memoryview(buffers[i]))]), range(32)))
+    assert b"".join(buffers) == BLOB[:3200]
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]

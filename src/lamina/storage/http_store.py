@@ -94,7 +94,10 @@ class HttpStore(Store):
         self.retries = retries
         self.deadline = float(deadline)
         self.max_body = max_body
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=self.max_concurrency,
+        # Keeps up to 64 idle connections per host (more than any max_concurrency a reader is
+        # likely given: beyond the pool, urllib3 would close each extra one after its answer, with
+        # a warning); connections are opened only as requests need them.
+        self._pool = urllib3.PoolManager(num_pools=4, maxsize=max(64, self.max_concurrency),
                                          timeout=urllib3.Timeout(connect=timeout, read=timeout), block=False)
         self._pool.pool_classes_by_scheme = watched_pool_classes()
 
