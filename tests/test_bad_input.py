@@ -233,12 +233,12 @@ def test_tampered_manifest_any_value_byte(snap):
         data[data.index(needle)] ^= 0x01
         (snap / MANIFEST_NAME).write_bytes(bytes(data))
         with pytest.raises(lamina.IntegrityError):
-            lamina.open(snap)
+            lamina.open(snap).manifest  # 1.3: records are checked when used
     data = bytearray(original)
     data[-1] ^= 0x80  # the checksum itself
     (snap / MANIFEST_NAME).write_bytes(bytes(data))
     with pytest.raises(lamina.IntegrityError):
-        lamina.open(snap)
+        lamina.open(snap).manifest  # 1.3: records are checked when used
 
 
 def test_truncated_manifest(snap):
@@ -246,7 +246,7 @@ def test_truncated_manifest(snap):
     for size in (0, 1, 10, len(original) // 2, len(original) - 33, len(original) - 1):
         (snap / MANIFEST_NAME).write_bytes(original[:size])
         with pytest.raises(lamina.FormatError):
-            lamina.open(snap)
+            lamina.open(snap).manifest  # 1.3: records are checked when used
 
 
 @pytest.mark.parametrize("evil", ["../evil.safetensors", "/etc/passwd", "weights/../../evil.safetensors",
@@ -262,7 +262,7 @@ def test_unsafe_file_path_everywhere(snap, evil):
             t["file"] = evil
     write_wire(snap, wire)
     with pytest.raises(lamina.UnsafePathError):
-        lamina.open(snap)
+        lamina.open(snap).manifest  # 1.3: records are checked when used
 
 
 @pytest.mark.parametrize("evil", ["../evil.safetensors", "/etc/passwd"])
@@ -271,7 +271,7 @@ def test_unsafe_path_only_in_files_table(snap, evil):
     wire["files"][-1]["path"] = evil
     write_wire(snap, wire)
     with pytest.raises(lamina.UnsafePathError):
-        lamina.open(snap)
+        lamina.open(snap).manifest  # 1.3: records are checked when used
 
 
 @pytest.mark.parametrize("evil", ["../evil.safetensors", "/etc/passwd"])
@@ -280,7 +280,7 @@ def test_unsafe_path_only_in_tensor_entry(snap, evil):
     wire["tensors"][0]["file"] = evil
     write_wire(snap, wire)
     with pytest.raises(lamina.UnsafePathError):
-        lamina.open(snap)
+        lamina.open(snap).manifest  # 1.3: records are checked when used
 
 
 def test_newer_major_version(snap):
@@ -288,7 +288,7 @@ def test_newer_major_version(snap):
     wire["format_version"] = "2.0"
     write_wire(snap, wire)
     with pytest.raises(lamina.UnsupportedVersionError):
-        lamina.open(snap)
+        lamina.open(snap).manifest  # 1.3: records are checked when used
 
 
 def test_newer_minor_version_opens(snap):
@@ -306,7 +306,7 @@ def test_malformed_version(snap, version):
     wire["format_version"] = version
     write_wire(snap, wire)
     with pytest.raises(lamina.FormatError):
-        lamina.open(snap)
+        lamina.open(snap).manifest  # 1.3: records are checked when used
 
 
 def test_unknown_required_feature(snap):
@@ -324,7 +324,7 @@ def test_non_msgpack_manifest(snap):
                  msgpack.packb("lamina"), msgpack.packb({1: 2}, strict_types=False)):
         (snap / MANIFEST_NAME).write_bytes(data)
         with pytest.raises(lamina.FormatError):
-            lamina.open(snap)
+            lamina.open(snap).manifest  # 1.3: records are checked when used
 
 
 def test_manifest_without_checksum(snap):
@@ -332,22 +332,26 @@ def test_manifest_without_checksum(snap):
     del wire["checksum"]
     (snap / MANIFEST_NAME).write_bytes(msgpack.packb(wire))
     with pytest.raises(lamina.FormatError):
-        lamina.open(snap)
+        lamina.open(snap).manifest  # 1.3: records are checked when used
     # checksum present but not last
     wire2 = {"checksum": bytes(32), **wire}
     (snap / MANIFEST_NAME).write_bytes(msgpack.packb(wire2))
     with pytest.raises(lamina.FormatError):
-        lamina.open(snap)
+        lamina.open(snap).manifest  # 1.3: records are checked when used
 
 
 def test_manifest_missing_required_fields(snap):
-    base = read_wire(snap)
-    for key in ("tensors", "files", "info", "producer", "required", "aliases"):
-        wire = dict(base)
-        del wire[key]
-        write_wire(snap, wire)
-        with pytest.raises(lamina.FormatError):
-            lamina.open(snap)
+    raw = msgpack.unpackb((snap / MANIFEST_NAME).read_bytes(), raw=False)  # 1.3: the tensor index is in records
+    for base, keys in ((raw, ("layer_count", "layer_hashes", "layer_spans", "layer_records", "files", "info",
+                              "producer", "required")),
+                       (read_wire(snap), ("tensors", "aliases"))):
+        for key in keys:
+            wire = dict(base)
+            del wire[key]
+            (snap / MANIFEST_NAME).write_bytes(encode_wire(wire) if base is raw else encode_wire(
+                {**wire, "required": [], "format_version": "1.2"}))  # the flat layout is 1.2's
+            with pytest.raises(lamina.FormatError):
+                lamina.open(snap).manifest
 
 
 def test_manifest_range_outside_file(snap):
@@ -359,7 +363,7 @@ def test_manifest_range_outside_file(snap):
     t["dtype"] = "F32"
     write_wire(snap, wire)
     with pytest.raises(lamina.FormatError):
-        lamina.open(snap)
+        lamina.open(snap).manifest  # 1.3: records are checked when used
 
 
 def test_manifest_dangling_alias_and_duplicate(snap):
@@ -367,11 +371,11 @@ def test_manifest_dangling_alias_and_duplicate(snap):
     wire["aliases"] = [{"name": "tied", "layer": "tied", "target": "nope"}]
     write_wire(snap, wire)
     with pytest.raises(lamina.FormatError):
-        lamina.open(snap)
+        lamina.open(snap).manifest  # 1.3: records are checked when used
     wire["aliases"] = [{"name": "enc.weight", "layer": "enc", "target": "enc.bias"}]
     write_wire(snap, wire)
     with pytest.raises(lamina.FormatError):
-        lamina.open(snap)
+        lamina.open(snap).manifest  # 1.3: records are checked when used
 
 
 def test_manifest_header_disagrees_with_shard(snap):
@@ -420,7 +424,7 @@ def test_zero_size_tensor_with_huge_dimensions(tmp_path, dims, framework):
             f["size"], f["sha256"] = len(index), hashlib.sha256(index).hexdigest()
     write_wire(snap, wire)
     with pytest.raises(lamina.FormatError, match="exceeds"):
-        lamina.open(snap)
+        lamina.open(snap).manifest  # 1.3: records are checked when used
     with pytest.raises(lamina.FormatError, match="exceeds"):
         parse_header(shard, len(shard), "e.safetensors")
 
@@ -441,7 +445,8 @@ def test_load_optimizer_with_malformed_scalar(tmp_path, scalar):
     wire["optimizer"]["state"][0]["scalars"]["step"] = scalar
     write_wire(snap, wire)
     with pytest.raises(lamina.FormatError, match="not a valid .* scalar"):
-        lamina.open(snap)  # refused before any torch call could see the value
+        # 1.3: the record is checked when the optimizer state is first used, before any torch call sees it
+        lamina.open(snap).load_optimizer(torch.optim.Adam(model.parameters(), lr=0.1), model)
 
 
 # ------------------------------------------------------------------------------ open / lookup

@@ -42,7 +42,7 @@ def _tamper(files_root: Path, art: lamina.Artifact, name: str, locate: Callable[
 def test_the_writer_records_each_tensors_xxh3(tmp_path: Path) -> None:
     model = _model()
     art = lamina.save(model, tmp_path / "snap")
-    assert art.format_version == "1.2"
+    assert art.format_version == "1.3"
     for entry in art.manifest.tensors:
         raw = (tmp_path / "snap" / entry.file).read_bytes()[entry.begin:entry.end]
         assert entry.xxh3 == tensor_digest(raw) and len(entry.xxh3) == 32
@@ -139,5 +139,7 @@ def test_a_malformed_checksum_in_the_manifest_is_a_format_error(tmp_path: Path) 
     art = lamina.save(_model(), tmp_path / "snap")
     bad = dataclasses.replace(art.manifest, tensors=tuple(dataclasses.replace(t, xxh3="XYZ") for t in art.manifest.tensors))
     (tmp_path / "snap" / "manifest.msgpack").write_bytes(encode_manifest(bad))
-    with pytest.raises(lamina.FormatError, match="xxh3 must be 32 lowercase hex"):
-        lamina.open(tmp_path / "snap")
+    opened = lamina.open(tmp_path / "snap")  # 1.3: a layer's record is checked when first used
+    for read in (lambda: opened.layer("2"), opened.verify, lambda: lamina.open(tmp_path / "snap").keys()):
+        with pytest.raises(lamina.FormatError, match="xxh3 must be 32 lowercase hex"):
+            read()

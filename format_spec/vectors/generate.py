@@ -16,11 +16,12 @@ import msgpack
 import numpy as np
 
 import lamina
-from lamina.format.codec import MANIFEST_NAME, unpack_wire, wire_as_json
+from lamina.format.codec import MANIFEST_NAME, RECORDS_FEATURE, unpack_wire, wire_as_json
+from lamina.format.records import flat_wire, records_wire
 
 HERE = Path(__file__).resolve().parent
 #: vectors written by an older format version, kept as committed (readers must still read them)
-FROZEN = ("minimal_1_0",)
+FROZEN = ("minimal_1_0", "minimal_1_2")
 
 
 def _write_expectations(name: str, snapshot: Path) -> None:
@@ -36,6 +37,8 @@ def _write_expectations(name: str, snapshot: Path) -> None:
 
 
 def _rechecksum(wire: dict) -> bytes:
+    if RECORDS_FEATURE in wire.get("required", []) and "tensors" in wire:
+        wire = records_wire(wire)  # a flat edit of a 1.3 manifest, back into layer records
     wire.pop("checksum", None)
     wire["checksum"] = bytes(32)
     data = msgpack.packb(wire, use_bin_type=True)
@@ -126,7 +129,7 @@ def invalid(valid_snapshots: dict[str, Path]) -> None:
 
     def edit_wire(change):
         def edit(target: Path) -> None:
-            wire = unpack_wire((target / MANIFEST_NAME).read_bytes())
+            wire = flat_wire(unpack_wire((target / MANIFEST_NAME).read_bytes()))  # edits see every entry
             change(wire)
             (target / MANIFEST_NAME).write_bytes(_rechecksum(wire))
         return edit
@@ -149,9 +152,10 @@ def invalid(valid_snapshots: dict[str, Path]) -> None:
          edit_wire(lambda w: w["files"][-1].update(path="/".join(["d" * 200] * 6))))
     case("path_component_too_long", "unsafe_path", "open",
          edit_wire(lambda w: w["files"][-1].update(path="x" * 256)))
-    case("absolute_path", "unsafe_path", "open",
+    # 1.3: shard paths, byte ranges and checksums live in layer records, checked when a layer is used
+    case("absolute_path", "unsafe_path", "read",
          edit_wire(lambda w: w["tensors"][0].update(file="/etc/passwd")))
-    case("range_outside_file", "format", "open",
+    case("range_outside_file", "format", "read",
          edit_wire(lambda w: w["tensors"][0].update(offsets=[8, 1 << 40])))
     case("checksum_mismatch", "integrity", "open", lambda t: (t / MANIFEST_NAME).write_bytes(
         (t / MANIFEST_NAME).read_bytes().replace(b"\xa4step\x02", b"\xa4step\x03", 1)))
@@ -165,9 +169,40 @@ def invalid(valid_snapshots: dict[str, Path]) -> None:
     case("flipped_data_bit", "integrity", "read", flip(shard, -1))  # format 1.2: every read checks
     case("tensor_checksum_mismatch", "integrity", "read",
          edit_wire(lambda w: w["tensors"][0].update(xxh3="0" * 32)))
-    case("malformed_tensor_checksum", "format", "open",
+    case("malformed_tensor_checksum", "format", "read",
          edit_wire(lambda w: w["tensors"][0].update(xxh3="not-a-checksum")))
     case("missing_shard", "integrity", "read", lambda t: (t / shard).unlink())
+
+    def edit_raw(change):  # the 1.3 wire as stored (index and records as bytes)
+        def edit(target: Path) -> None:
+            wire = unpack_wire((target / MANIFEST_NAME).read_bytes())
+            change(wire)
+            (target / MANIFEST_NAME).write_bytes(_rechecksum(wire))
+        return edit
+
+    def swap_first_index_rows(w: dict) -> None:
+        h, sp = w["layer_hashes"], w["layer_spans"]
+        w["layer_hashes"] = h[8:16] + h[:8] + h[16:]
+        w["layer_spans"] = sp[8:16] + sp[:8] + sp[16:]
+
+    def rename_record(w: dict) -> None:  # the record says "embedding"; its index row has the hash of "embed"
+        records = w["layer_records"]
+        old, new = msgpack.packb("embed"), msgpack.packb("embedding")
+        at = records.index(old)
+        w["layer_records"] = records[:at] + new + records[at + len(old):]
+        spans = bytearray(w["layer_spans"])
+        for row in range(len(spans) // 8):
+            offset, length = int.from_bytes(spans[8 * row:8 * row + 4], "little"), int.from_bytes(spans[8 * row + 4:8 * row + 8], "little")
+            if offset <= at < offset + length:
+                spans[8 * row + 4:8 * row + 8] = (length + len(new) - len(old)).to_bytes(4, "little")
+            elif offset > at:
+                spans[8 * row:8 * row + 4] = (offset + len(new) - len(old)).to_bytes(4, "little")
+        w["layer_spans"] = bytes(spans)
+
+    # found only when every record is decoded (keys(), state_dict(), verify()): a lookup that finds
+    # its record by name still returns the right one
+    case("layer_index_unsorted", "format", "verify", edit_raw(swap_first_index_rows))
+    case("record_name_mismatch", "format", "read", edit_raw(rename_record))
     case("unlisted_file", "integrity", "verify", lambda t: (t / "weights" / "extra.safetensors").write_bytes(b"x"))
 
 

@@ -19,7 +19,8 @@ import msgpack
 import numpy as np
 
 import lamina
-from lamina.format.codec import MANIFEST_NAME
+from lamina.format.codec import MANIFEST_NAME, RECORDS_FEATURE
+from lamina.format.records import flat_wire, records_wire
 
 from . import Case
 
@@ -45,11 +46,18 @@ def make_snapshot(path: Path, **kw: Any) -> lamina.Artifact:
 
 
 def read_wire(snap: Path) -> dict:
-    return msgpack.unpackb((snap / MANIFEST_NAME).read_bytes(), raw=False)
+    """The manifest's wire map; a 1.3 manifest in the flat layout (top-level ``tensors``,
+    ``aliases``, ``optimizer.state``, every file in ``files``), so that one edit means the same
+    thing in every format version; :func:`encode_wire` puts the records back."""
+    wire = msgpack.unpackb((snap / MANIFEST_NAME).read_bytes(), raw=False)
+    return flat_wire(wire) if RECORDS_FEATURE in wire.get("required", []) else wire
 
 
 def encode_wire(wire: dict) -> bytes:
-    """Re-encode a wire map with a correct checksum as its last entry."""
+    """Re-encode a wire map with a correct checksum as its last entry (a flat map of a 1.3
+    manifest back into layer records)."""
+    if RECORDS_FEATURE in wire.get("required", []) and "tensors" in wire:
+        wire = records_wire(wire)
     wire = {k: v for k, v in wire.items() if k != "checksum"}
     wire["checksum"] = bytes(32)
     data = msgpack.packb(wire, use_bin_type=True)
@@ -129,10 +137,12 @@ SPECIAL_FILES = [("fifo", _fifo, "a FIFO"), ("dev_zero", _dev_zero, "a character
                  ("socket", _unix_socket, "a socket")]
 
 CASES: list[Case] = [
-    Case("snap_path_5000_chars_open", _renamed_file(ENC, f"weights/{LONG}.safetensors"), lamina.open,
-         lamina.UnsafePathError, r"tensors\[0\]\.file: a path of 5020 bytes \(longer than 1024\)"),
-    Case("snap_path_deep_open", _renamed_file(ENC, "/".join(["d" * 200] * 6) + ".safetensors"), lamina.open,
-         lamina.UnsafePathError, r"a path of 1217 bytes \(longer than 1024\)"),
+    # 1.3: a shard path lives in its layer's record, checked when the layer is first used
+    Case("snap_path_5000_chars_read", _renamed_file(ENC, f"weights/{LONG}.safetensors"),
+         lambda s: lamina.open(s).layer("enc"),
+         lamina.UnsafePathError, r"layer 'enc'\.weights\.path: a path of 5020 bytes \(longer than 1024\)"),
+    Case("snap_path_deep_read", _renamed_file(ENC, "/".join(["d" * 200] * 6) + ".safetensors"),
+         lambda s: lamina.open(s).state_dict(), lamina.UnsafePathError, r"a path of 1217 bytes \(longer than 1024\)"),
     Case("snap_extra_file_long_component_open", _renamed_file("config.json", "é" * 128 + ".json"), lamina.open,
          lamina.UnsafePathError, r"is 261 bytes \(longer than 255\)"),
     *[Case(f"snap_{kind}_shard_layer", _replaced(ENC, make), lambda s: lamina.open(s).layer("enc", framework="np"),

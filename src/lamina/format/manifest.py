@@ -1,4 +1,5 @@
-"""Typed manifest structures (format 1.0). The wire encoding lives in ``_manifest_codec``."""
+"""Typed manifest structures (formats 1.0-1.3). The wire encoding lives in ``codec`` (and, for
+1.3's per-layer records, ``records``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from lamina.format.shards import ShardEntry
 
 __all__ = [
     "FORMAT_NAME",
+    "MANIFEST_NAME",
     "FORMAT_VERSION",
     "ModelInfo",
     "TrainingState",
@@ -29,7 +31,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "lamina"
-FORMAT_VERSION = (1, 2)
+MANIFEST_NAME = "manifest.msgpack"
+FORMAT_VERSION = (1, 3)
 FILE_ROLES = ("weights", "optimizer", "index", "extra")
 
 

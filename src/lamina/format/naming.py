@@ -60,3 +60,25 @@ def encode_layer(layer: str) -> str:
     return stem
 
 
+
+
+def decode_layer(stem: str) -> str | None:
+    """The layer whose file stem is ``stem``, or None when the stem does not say (a hashed long
+    name, or not a stem :func:`encode_layer` produces). Used to find a shard's layer record
+    without decoding the others; callers confirm the result against the record.
+
+    >>> decode_layer('%44ense_1%2Fkernel')
+    'Dense_1/kernel'
+    >>> decode_layer(encode_layer("x" * 400)) is None
+    True
+    """
+    if stem == "%":
+        return ""
+    if "~" in stem:
+        return None
+    from urllib.parse import unquote_to_bytes
+
+    try:
+        return unquote_to_bytes(stem).decode("utf-8")
+    except UnicodeDecodeError:
+        return None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from lamina._errors import NotFoundError
 from lamina.format.codec import MANIFEST_NAME
 from lamina.format.manifest import FileEntry
 from lamina.format.repository import blob_path
+from lamina.format.view import FileTable, ManifestView
 from lamina.storage.base import Store
 
 __all__ = ["BlobSnapshotStore"]
@@ -18,19 +19,26 @@ class BlobSnapshotStore(Store):
 
     read_only = True
 
-    def __init__(self, repo_store: Store, snapshot_id: str, files: tuple[FileEntry, ...], location: str) -> None:
+    def __init__(self, repo_store: Store, snapshot_id: str, files: Iterable[FileEntry] | ManifestView,
+                 location: str) -> None:
         self.inner = repo_store
         self.location = location
         self.max_concurrency = repo_store.max_concurrency
         self.remote = repo_store.remote
-        self._blobs = {f.path: blob_path(f.sha256) for f in files}
-        self._blobs[MANIFEST_NAME] = blob_path(snapshot_id)
+        self._files = FileTable(files)
+        self._manifest_blob = blob_path(snapshot_id)
+
+    def _blob_or_none(self, path: str) -> str | None:
+        if path == MANIFEST_NAME:
+            return self._manifest_blob
+        entry = self._files.get(path)
+        return None if entry is None else blob_path(entry.sha256)
 
     def _blob(self, path: str) -> str:
-        try:
-            return self._blobs[path]
-        except KeyError:
-            raise NotFoundError(f"{self.location}: no file {path!r} in this snapshot") from None
+        blob = self._blob_or_none(path)
+        if blob is None:
+            raise NotFoundError(f"{self.location}: no file {path!r} in this snapshot")
+        return blob
 
     def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
         return self.inner.read(self._blob(path), start, end)
@@ -51,10 +59,12 @@ class BlobSnapshotStore(Store):
         return self.inner.size(self._blob(path))
 
     def exists(self, path: str) -> bool:
-        return path in self._blobs and self.inner.exists(self._blobs[path])
+        blob = self._blob_or_none(path)
+        return blob is not None and self.inner.exists(blob)
 
     def list(self, prefix: str = "") -> list[str]:
         # Blobs are shared between snapshots; what belongs to this one is exactly its file table.
-        return sorted(p for p, blob in self._blobs.items() if p.startswith(prefix) and self.inner.exists(blob))
+        paths = [MANIFEST_NAME] + [f.path for f in self._files.all()]
+        return sorted(p for p in paths if p.startswith(prefix) and self.inner.exists(self._blob(p)))
 
 

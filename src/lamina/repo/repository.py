@@ -19,7 +19,12 @@ from lamina._errors import (
     NotFoundError,
 )
 from lamina._parallel import run_parallel
-from lamina.format.codec import MANIFEST_NAME, MAX_MANIFEST_BYTES, decode_manifest
+from lamina.format.codec import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    decode_manifest,
+    open_manifest,
+)
 from lamina.format.manifest import FileEntry, Manifest
 from lamina.format.repository import (
     REPO_MARKER,
@@ -270,12 +275,13 @@ class Repo:
         files' sha256 with ``verify=True``; remote repositories read whole shards through the cache.
         """
         revision = self.revision(ref)
-        _, manifest = self._snapshot(revision)
+        data = self._manifest_bytes(revision.snapshot)
+        view = open_manifest(data, f"{self.location}/{blob_path(revision.snapshot)}")  # records decoded on use
         where = f"{self.location}@{ref}"
-        store: Store = BlobSnapshotStore(self.store, revision.snapshot, manifest.files, where)
+        store: Store = BlobSnapshotStore(self.store, revision.snapshot, view, where)
         if self.cache is not None:
-            store = CachedSnapshotStore(store, manifest.files, self.cache)
-        return Artifact(store, manifest, verify=verify, max_workers=self.max_concurrency)
+            store = CachedSnapshotStore(store, view, self.cache)
+        return Artifact(store, view, verify=verify, max_workers=self.max_concurrency)
 
     def diff(self, a: str, b: str) -> Any:
         """Per-layer differences from revision ``a`` to ``b`` (a :class:`lamina.SnapshotDiff`)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 from typing import Any
 
 from lamina._errors import (
@@ -20,6 +21,7 @@ from lamina.format.manifest import (
     TensorEntry,
     TrainingState,
 )
+from lamina.format.view import ManifestView
 from lamina.frameworks import registry
 from lamina.frameworks.base import FrameworkAdapter, LoadReport
 from lamina.snapshot.reader import ShardReader, normalize_framework, read_manifest
@@ -42,20 +44,23 @@ class Artifact:
         ('eye', ['fc'], [[1.0, 0.0], [0.0, 1.0]])
     """
 
-    def __init__(self, store: Store, manifest: Manifest, *, verify: bool | None = None,
+    def __init__(self, store: Store, manifest: Manifest | ManifestView, *, verify: bool | None = None,
                  max_workers: int | None = None) -> None:
         self._store = store
-        self._manifest = manifest
+        # a 1.3 manifest's layer records are decoded when first used: open() and one layer cost
+        # the same in a model of any size
+        self._view = manifest if isinstance(manifest, ManifestView) else ManifestView.of(manifest)
         # None (default): every tensor read is checked against its checksum; True: also the sha256
         # of every whole shard read; False: neither (sizes and headers are always checked)
-        self._reader = ShardReader(store, manifest, verify=bool(verify), check_tensors=verify is not False,
+        self._reader = ShardReader(store, self._view, verify=bool(verify), check_tensors=verify is not False,
                                    max_workers=max_workers)
-        self._stored = {t.name: t for t in manifest.tensors}
-        self._resolve: dict[str, TensorEntry] = dict(self._stored)
-        for a in manifest.aliases:
-            self._resolve[a.name] = self._stored[a.target]
-        self._layer_of = {t.name: t.layer for t in manifest.tensors}
-        self._layer_of.update({a.name: a.layer for a in manifest.aliases})
+
+    @cached_property
+    def _resolve(self) -> dict[str, TensorEntry]:
+        """Every name (stored, then aliases) -> its stored tensor; decodes the whole manifest."""
+        m = self._view.manifest
+        stored = {t.name: t for t in m.tensors}
+        return stored | {a.name: stored[a.target] for a in m.aliases}
 
     # ------------------------------------------------------------------------ metadata
     @property
@@ -64,45 +69,45 @@ class Artifact:
 
     @property
     def manifest(self) -> Manifest:
-        """The decoded manifest (every field of the format)."""
-        return self._manifest
+        """The decoded manifest (every field of the format; decodes every layer record)."""
+        return self._view.manifest
 
     @property
     def format_version(self) -> str:
-        return "{}.{}".format(*self._manifest.format_version)
+        return "{}.{}".format(*self._view.format_version)
 
     @property
     def info(self) -> ModelInfo:
-        return self._manifest.info
+        return self._view.info
 
     @property
     def training(self) -> TrainingState:
         """Training state; an empty TrainingState when the snapshot recorded none."""
-        return self._manifest.training or TrainingState()
+        return self._view.training or TrainingState()
 
     @property
     def optimizer(self) -> OptimizerInfo | None:
-        return self._manifest.optimizer
+        return self._view.optimizer
 
     @property
     def layers(self) -> list[str]:
-        return self._manifest.layers
+        return self.manifest.layers
 
     @property
     def aliases(self) -> dict[str, str]:
         """Tied tensors: alias name -> the stored tensor it shares memory with."""
-        return {a.name: a.target for a in self._manifest.aliases}
+        return {a.name: a.target for a in self.manifest.aliases}
 
     @property
     def files(self) -> list[str]:
-        return [f.path for f in self._manifest.files]
+        return [f.path for f in self.manifest.files]
 
     def keys(self) -> list[str]:
         """Tensor names (stored tensors in source order, then aliases)."""
         return list(self._resolve)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._resolve
+        return isinstance(name, str) and self._view.lookup(name) is not None
 
     def __len__(self) -> int:
         return len(self._resolve)
@@ -113,10 +118,10 @@ class Artifact:
 
     # ------------------------------------------------------------------------ tensors
     def _entry(self, name: str) -> TensorEntry:
-        try:
-            return self._resolve[name]
-        except (KeyError, TypeError):
-            raise NotFoundError(f"no tensor {name!r} in {self.location}; see .keys()") from None
+        entry = self._view.resolve(name) if isinstance(name, str) else None
+        if entry is None:
+            raise NotFoundError(f"no tensor {name!r} in {self.location}; see .keys()")
+        return entry
 
     def tensor(self, name: str, framework: str = "pt", *, device: Any = None) -> Any:
         """One tensor (reads only its bytes, plus the shard header once).
@@ -146,10 +151,13 @@ class Artifact:
     def layer(self, name: str, framework: str = "pt", *, device: Any = None) -> dict[str, Any]:
         """All tensors of one layer, by tensor name; reads only that layer's shard (an alias reads
         the shard of the tensor it is tied to). ``device``: as for :meth:`tensor`."""
-        names = [n for n, layer in self._layer_of.items() if layer == name]
-        if not names:
+        record = self._view.layer(name) if isinstance(name, str) else None
+        if record is None or not (record.tensors or record.aliases):
             raise NotFoundError(f"no layer {name!r} in {self.location}; see .layers")
-        return self._read_names(names, normalize_framework(framework), device)
+        wanted: dict[str, TensorEntry] = {t.name: t for t in record.tensors}
+        for a in record.aliases:
+            wanted[a.name] = self._entry(a.name)
+        return self._read_entries(wanted, normalize_framework(framework), device)
 
     def state_dict(self, framework: str = "pt", *, device: Any = None) -> dict[str, Any]:
         """Every tensor, by name; tied names share one tensor object. ``device``: as for
@@ -158,9 +166,13 @@ class Artifact:
         return self._read_names(list(self._resolve), normalize_framework(framework), device)
 
     def _read_names(self, names: list[str], framework: str, device: Any = None) -> dict[str, Any]:
-        stored = {self._resolve[n].name: self._resolve[n] for n in names}
+        return self._read_entries({n: self._resolve[n] for n in names}, framework, device)
+
+    def _read_entries(self, wanted: dict[str, TensorEntry], framework: str, device: Any = None) -> dict[str, Any]:
+        """Read each stored tensor once; tied names share the tensor object."""
+        stored = {e.name: e for e in wanted.values()}
         tensors = self._reader.read(list(stored.values()), framework, device=device)
-        return {n: tensors[self._resolve[n].name] for n in names}
+        return {n: tensors[e.name] for n, e in wanted.items()}
 
     # ------------------------------------------------------------------------ live models
     def _adapter_of(self, obj: Any, role: str) -> FrameworkAdapter:
@@ -193,16 +205,16 @@ class Artifact:
     def load_optimizer(self, optimizer: Any, module: Any) -> None:
         """Restore optimizer state saved with ``lamina.save(..., optimizer=...)``, matching
         parameters by name through ``module`` (so parameter order does not matter)."""
-        if self._manifest.optimizer is None:
+        if self.optimizer is None:
             raise StateMismatchError(f"{self.location} holds no optimizer state")
         adapter = self._adapter_of(optimizer, "optimizer")
-        adapter.restore_optimizer(self._manifest.optimizer, optimizer, module,
+        adapter.restore_optimizer(self.optimizer, optimizer, module,
                                   lambda entries: self._reader.read(entries, adapter.name), reader=self._reader)
 
     def optimizer_state(self, framework: str = "pt") -> dict[str, dict[str, Any]]:
         """Optimizer state by parameter name: ``{param: {slot: tensor or scalar}}`` (framework-neutral,
         e.g. for converters); parameters without state are absent."""
-        info = self._manifest.optimizer
+        info = self.optimizer
         if info is None:
             raise StateMismatchError(f"{self.location} holds no optimizer state")
         entries = [t for s in info.state for t in s.tensors.values()]
@@ -224,7 +236,7 @@ class Artifact:
             >>> sd["param_groups"][0]["param_names"], sorted(sd["state"][0])
             (['weight', 'bias'], ['momentum_buffer'])
         """
-        info = self._manifest.optimizer
+        info = self.optimizer
         if info is None:
             raise StateMismatchError(f"{self.location} holds no optimizer state")
         return registry.get("torch").optimizer_state_dict(info, lambda entries: self._reader.read(entries, "torch"))
@@ -236,9 +248,9 @@ class Artifact:
         from lamina.format.codec import encode_manifest
 
         if not self._store.exists(MANIFEST_NAME):
-            return encode_manifest(self._manifest)
+            return encode_manifest(self.manifest)
         data, manifest = read_manifest(self._store)
-        if manifest != self._manifest:
+        if manifest != self.manifest:
             raise IntegrityError(f"{self.location}: the snapshot was rewritten after it was opened; open it again",
                                  [(MANIFEST_NAME, "changed since opened")])
         return data
@@ -246,7 +258,7 @@ class Artifact:
     def read_file(self, path: str) -> bytes:
         """An extra file's bytes (e.g. ``config.json``), checked against its sha256."""
         check_relative_path(path)
-        if path not in self._reader.files:
+        if self._view.file(path) is None:
             raise NotFoundError(f"no file {path!r} in {self.location}; files: {', '.join(self.files)}")
         return self._reader.read_file_verified(path)
 
@@ -255,9 +267,10 @@ class Artifact:
         exists — on the storage itself, bypassing any local cache. Raises
         :class:`lamina.IntegrityError` listing every bad file."""
         store = self._store.source()
-        reader = self._reader if store is self._store else ShardReader(store, self._manifest)
+        manifest = self.manifest  # every record decoded and cross-checked first
+        reader = self._reader if store is self._store else ShardReader(store, self._view)
         problems: list[tuple[str, str]] = []
-        for f in self._manifest.files:
+        for f in manifest.files:
             try:
                 size = store.size(f.path)
             except NotFoundError:
@@ -286,7 +299,7 @@ class Artifact:
                     reader.check_shard(f.path)
                 except IntegrityError as exc:
                     problems.append((f.path, str(exc)))
-        listed = {f.path for f in self._manifest.files} | {MANIFEST_NAME}
+        listed = {f.path for f in manifest.files} | {MANIFEST_NAME}
         if store.can_list:
             problems += [(p, "not listed in the manifest") for p in store.list() if p not in listed]
         if problems:

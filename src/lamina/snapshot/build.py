@@ -9,6 +9,7 @@ from typing import Any
 
 from lamina._errors import FormatError
 from lamina._version import __version__
+from lamina.format.codec import RECORDS_FEATURE, decode_manifest
 from lamina.format.manifest import (
     FORMAT_VERSION,
     Alias,
@@ -136,8 +137,11 @@ def fill_snapshot(
         aliases=aliases,
         optimizer=optimizer_desc,
         files=tuple(writer.files),
+        required=(RECORDS_FEATURE,),
     )
-    writer.manifest = manifest
-    return writer.commit(manifest)
+    data = writer.commit(manifest)
+    # as a reader will see it (1.3 lists files in record order)
+    writer.manifest = decode_manifest(data)
+    return data
 
 

@@ -12,12 +12,13 @@ import hashlib
 import os
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lamina._errors import IntegrityError, NotFoundError, StorageError
 from lamina.format.manifest import FileEntry
 from lamina.format.repository import blob_path
+from lamina.format.view import FileTable, ManifestView
 from lamina.storage.base import Store
 from lamina.storage.local import LocalStore, open_regular
 
@@ -111,13 +112,13 @@ class CachedSnapshotStore(Store):
 
     read_only = True
 
-    def __init__(self, inner: Store, files: tuple[FileEntry, ...], cache: BlobCache) -> None:
+    def __init__(self, inner: Store, files: Iterable[FileEntry] | ManifestView, cache: BlobCache) -> None:
         self.inner = inner
         self.cache = cache
         self.location = inner.location
         self.can_list = inner.can_list
         self.max_concurrency = inner.max_concurrency
-        self._files = {f.path: f for f in files}
+        self._files = FileTable(files)
         self._local = LocalStore(cache.root)
 
     def _cached(self, path: str) -> str:

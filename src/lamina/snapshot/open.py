@@ -9,7 +9,7 @@ from typing import Any
 from lamina._errors import NotFoundError
 from lamina.format.codec import MANIFEST_NAME
 from lamina.snapshot.artifact import Artifact
-from lamina.snapshot.reader import read_manifest
+from lamina.snapshot.reader import read_manifest_view
 from lamina.storage.base import Store
 from lamina.storage.local import LocalStore
 from lamina.storage.locations import is_remote, open_store
@@ -25,14 +25,14 @@ def open_store_snapshot(store: Store, *, remote: bool, verify: bool | None = Non
     if isinstance(store, LocalStore) and not store.root.is_dir():
         raise NotFoundError(f"{store.location}: no such snapshot directory")
     try:
-        manifest = read_manifest(store)[1]
+        manifest = read_manifest_view(store)[1]
     except NotFoundError:
         return None
     if remote and cache is not False:
         from lamina.snapshot.cache import BlobCache, CachedSnapshotStore
 
         root = cache if isinstance(cache, (str, os.PathLike)) else None
-        store = CachedSnapshotStore(store, manifest.files, BlobCache(root))
+        store = CachedSnapshotStore(store, manifest, BlobCache(root))
     return Artifact(store, manifest, verify=verify, max_workers=max_concurrency)
 
 

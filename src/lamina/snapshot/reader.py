@@ -14,15 +14,16 @@ from typing import Any
 
 from lamina._errors import FormatError, IntegrityError, NotFoundError
 from lamina._parallel import run_parallel
-from lamina.format.codec import MANIFEST_NAME, MAX_MANIFEST_BYTES, decode_manifest
+from lamina.format.codec import MANIFEST_NAME, MAX_MANIFEST_BYTES, open_manifest
 from lamina.format.digests import tensor_digest
 from lamina.format.manifest import FileEntry, Manifest, TensorEntry
 from lamina.format.shards import plan_shard, read_header
+from lamina.format.view import ManifestView
 from lamina.frameworks import registry
 from lamina.frameworks.base import TensorReader
 from lamina.storage.base import Store
 
-__all__ = ["ShardReader", "allocate", "normalize_framework", "read_manifest"]
+__all__ = ["ShardReader", "allocate", "normalize_framework", "read_manifest", "read_manifest_view"]
 
 def normalize_framework(framework: str) -> str:
     """The registered name for a ``framework=`` value (``"pt"`` -> ``"torch"``); FormatError if unknown."""
@@ -35,22 +36,17 @@ def allocate(entry: TensorEntry, framework: str, device: Any = None) -> tuple[An
     return registry.get(framework).empty(entry.dtype, entry.shape, device)
 
 
-def read_manifest(store: Store, path: str = MANIFEST_NAME) -> tuple[bytes, Manifest]:
-    """A manifest's bytes and decoded form; a file over the manifest size limit is refused before
-    it is read (spec §4)."""
+def read_manifest_view(store: Store, path: str = MANIFEST_NAME) -> tuple[bytes, ManifestView]:
+    """A manifest's bytes and its view (1.3 layer records decoded on use); a file over the
+    manifest size limit is refused before it is read (spec §4)."""
     data = store.read_limited(path, MAX_MANIFEST_BYTES)
-    return data, decode_manifest(data, f"{store.location}/{path}")
+    return data, open_manifest(data, f"{store.location}/{path}")
 
 
-def _entries_by_file(manifest: Manifest) -> dict[str, list[TensorEntry]]:
-    by_file: dict[str, list[TensorEntry]] = defaultdict(list)
-    for t in manifest.tensors:
-        by_file[t.file].append(t)
-    if manifest.optimizer is not None:
-        for s in manifest.optimizer.state:
-            for t in s.tensors.values():
-                by_file[t.file].append(t)
-    return by_file
+def read_manifest(store: Store, path: str = MANIFEST_NAME) -> tuple[bytes, Manifest]:
+    """A manifest's bytes and its whole decoded form (every record checked)."""
+    data, view = read_manifest_view(store, path)
+    return data, view.manifest
 
 
 class ShardReader(TensorReader):
@@ -59,16 +55,26 @@ class ShardReader(TensorReader):
     sha256 of each whole shard read (the way to verify 1.0/1.1 snapshots, which have no
     per-tensor checksums)."""
 
-    def __init__(self, store: Store, manifest: Manifest, *, verify: bool = False, check_tensors: bool = True,
-                 max_workers: int | None = None) -> None:
+    def __init__(self, store: Store, manifest: Manifest | ManifestView, *, verify: bool = False,
+                 check_tensors: bool = True, max_workers: int | None = None) -> None:
         self.store = store
         self.max_workers = max_workers or store.max_concurrency
-        self.manifest = manifest
+        self.view = manifest if isinstance(manifest, ManifestView) else ManifestView.of(manifest)
         self.verify = verify
         self.check_tensors = check_tensors
-        self.files: dict[str, FileEntry] = {f.path: f for f in manifest.files}
-        self._expected = _entries_by_file(manifest)
+        self._shards: dict[str, tuple[FileEntry, list[TensorEntry]]] = {}
         self._checked: set[str] = set()
+
+    def _shard(self, path: str, layer: str | None = None) -> tuple[FileEntry, list[TensorEntry]]:
+        """A shard's file entry and the tensors the manifest stores in it (``layer``: the layer
+        whose record lists it, so that no other record is decoded)."""
+        found = self._shards.get(path)
+        if found is None:
+            found = self.view.shard(path, layer)
+            if found is None:
+                raise NotFoundError(f"no file {path!r} in the manifest of {self.store.location}")
+            self._shards[path] = found
+        return found
 
     def _missing(self, path: str) -> IntegrityError:
         return IntegrityError(f"{path}: listed in the manifest but missing from {self.store.location}",
@@ -77,7 +83,7 @@ class ShardReader(TensorReader):
     def _planned_header(self, path: str) -> bytes:
         """The exact header the manifest implies for ``path`` (spec §5.1), after checking that the
         manifest's byte ranges are the ones the layout gives."""
-        expected = self._expected.get(path, [])
+        expected = self._shard(path)[1]
         header, planned = plan_shard([(t.name, t.dtype, t.shape) for t in expected])
         ranges = {e.name: (e.begin, e.end) for e in planned}
         for t in expected:
@@ -86,12 +92,12 @@ class ShardReader(TensorReader):
                                      f"layout gives ({ranges[t.name]})", [(path, "manifest range mismatch")])
         return header
 
-    def check_shard(self, path: str, prefix_until: int = 0) -> bytes | None:
+    def check_shard(self, path: str, prefix_until: int = 0, layer: str | None = None) -> bytes | None:
         """Size and header agreement with the manifest, once per shard. With ``prefix_until``, the
         same single request also fetches the file's bytes up to that offset, and returns them."""
         if path in self._checked:
             return None
-        recorded = self.files[path]
+        recorded = self._shard(path, layer)[0]
         # The layout is deterministic (spec §5.1), so the manifest fixes the header byte for byte:
         # one bounded read proves the shard holds exactly these tensors at these offsets.
         header = self._planned_header(path)
@@ -109,7 +115,7 @@ class ShardReader(TensorReader):
             except FormatError as exc:
                 raise IntegrityError(f"{exc} (the shard does not match the manifest)",
                                      [(path, "bad header")]) from None
-            expected = self._expected.get(path, [])
+            expected = self._shard(path)[1]
             wrong = [t.name for t in expected if t.name not in found or (found[t.name].dtype, found[t.name].shape,
                      found[t.name].begin, found[t.name].end) != (t.dtype, t.shape, t.begin, t.end)]
             detail = f"entries for {wrong} differ" if wrong else "header bytes differ"
@@ -134,14 +140,16 @@ class ShardReader(TensorReader):
 
     def tensors_in(self, path: str) -> list[TensorEntry]:
         """The manifest's tensors (weights and optimizer state) stored in ``path``."""
-        return list(self._expected.get(path, []))
+        return list(self._shard(path)[1])
 
     def extra_file(self, path: str) -> bytes | None:
-        return self.read_file_verified(path) if path in self.files else None
+        return self.read_file_verified(path) if self.view.file(path) is not None else None
 
     def read_file_verified(self, path: str) -> bytes:
         """A whole file, checked against its recorded size and sha256."""
-        recorded = self.files[path]
+        recorded = self.view.file(path)
+        if recorded is None:
+            raise NotFoundError(f"no file {path!r} in the manifest of {self.store.location}")
         try:
             data = self.store.read(path, 0, recorded.size + 1)  # one byte more proves the file longer
         except NotFoundError:
@@ -171,6 +179,7 @@ class ShardReader(TensorReader):
             by_file[e.file].append(e)
 
         def load(path: str) -> None:
+            self._shard(path, by_file[path][0].layer)  # this layer's record: no other is decoded
             prefix = None
             if self.store.remote and not self.verify and path not in self._checked:
                 # Remote: when the wanted tensors follow the header without a gap (a whole layer),
