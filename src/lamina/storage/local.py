@@ -160,6 +160,10 @@ class LocalStore(Store):
         with self._open(path) as f:
             return _read_span(f, start, end)
 
+    def read_prefix(self, path: str, length: int) -> tuple[bytes, int]:
+        with self._open(path) as f:  # one open; the size is that of the file read
+            return _read_span(f, 0, length), os.fstat(f.fileno()).st_size
+
     def read_limited(self, path: str, limit: int) -> bytes:
         with self._open(path) as f:  # the size of what was opened, checked before reading
             size = os.fstat(f.fileno()).st_size
