@@ -566,6 +566,25 @@ def test_shard_truncated_after_open_is_an_integrity_error(site: Site) -> None:
     assert_bit_exact(art.layer("layer9"), of_layer(site.state, "layer9"))
 
 
+def test_shard_changed_in_place_or_grown_on_the_server_is_an_integrity_error(site: Site) -> None:
+    """A whole layer comes in one request (header and data straight into the tensors); the size
+    and header that came back are still checked before anything is returned."""
+    art = lamina.open(site.url, cache=False)
+    header_layer, grown_layer = "layer3", "layer4"
+    shard = site.snap / shard_of(site.manifest, header_layer).path
+    data = bytearray(shard.read_bytes())
+    data[data.index(b'"shape":[') + len(b'"shape":[')] ^= 0x01  # a digit of a shape: same size
+    shard.write_bytes(bytes(data))
+    error = fails_within(HANG, lamina.IntegrityError, lambda: art.layer(header_layer))
+    assert shard_of(site.manifest, header_layer).path in str(error)
+    assert "header" in str(error) or "does not match the manifest" in str(error)
+    grown = site.snap / shard_of(site.manifest, grown_layer).path
+    grown.write_bytes(grown.read_bytes() + b"\0" * 8)
+    error = fails_within(HANG, lamina.IntegrityError, lambda: lamina.open(site.url, cache=False).layer(grown_layer))
+    assert "grown" in str(error)
+    assert_bit_exact(art.layer("layer9"), of_layer(site.state, "layer9"))
+
+
 def test_server_ignoring_range_is_a_storage_error(site: Site) -> None:
     """A server that answers ranged GETs with 200 and the whole file raises StorageError about Range."""
     site.server._httpd.RequestHandlerClass = _IgnoresRange

@@ -46,8 +46,8 @@ class BlobSnapshotStore(Store):
     def read_limited(self, path: str, limit: int) -> bytes:
         return self.inner.read_limited(self._blob(path), limit)
 
-    def read_into(self, path: str, ranges: list[tuple[int, memoryview]]) -> None:
-        self.inner.read_into(self._blob(path), ranges)
+    def read_into(self, path: str, ranges: list[tuple[int, memoryview]]) -> int | None:
+        return self.inner.read_into(self._blob(path), ranges)
 
     def read_prefix(self, path: str, length: int) -> tuple[bytes, int]:
         return self.inner.read_prefix(self._blob(path), length)

@@ -23,6 +23,8 @@ from lamina.frameworks import registry
 from lamina.frameworks.base import TensorReader
 from lamina.storage.base import Store
 
+_ONE_REQUEST_MAX = 64 << 20  # bytes a remote layer may take in one request before its size is proven
+
 __all__ = ["ShardReader", "allocate", "normalize_framework", "read_manifest", "read_manifest_view"]
 
 def normalize_framework(framework: str) -> str:
@@ -124,6 +126,26 @@ class ShardReader(TensorReader):
         self._checked.add(path)
         return prefix if prefix_until else None
 
+    def _read_checked(self, path: str, ranges: list[tuple[int, memoryview]]) -> None:
+        """Header and ``ranges`` of a shard in one request, then the size and header checks of
+        :meth:`check_shard` on what came back (its precise error when they fail)."""
+        header = self._planned_header(path)
+        head = bytearray(len(header))
+        try:
+            size = self.store.read_into(path, [(0, memoryview(head)), *ranges])
+        except NotFoundError:
+            raise self._missing(path) from None
+        except IntegrityError:
+            self.check_shard(path)  # names what is wrong (truncated, grown) when it can
+            raise
+        if size is None:
+            size = self.store.size(path)
+        if size != self._shard(path)[0].size or head != header:
+            self.check_shard(path)  # raises the size or header mismatch
+            raise IntegrityError(f"{path}: changed while it was read; run `lamina verify`",
+                                 [(path, "changed while read")])
+        self._checked.add(path)
+
     def check_files(self, paths: Sequence[str]) -> None:
         """Size and header of each shard, in parallel, before anything is loaded."""
         # local: ~80 us of Python per shard around page-cache hits; a second thread only fights for the GIL
@@ -181,16 +203,17 @@ class ShardReader(TensorReader):
 
         def load(path: str) -> None:
             self._shard(path, by_file[path][0].layer)  # this layer's record: no other is decoded
-            prefix = None
+            one_request = False
             if self.store.remote and not self.verify and path not in self._checked:
                 # Remote: when the wanted tensors follow the header without a gap (a whole layer),
-                # one request checks size and header and brings the data.
+                # one request brings header and data straight into the destination; the size (from
+                # the response) and the header are checked before the bytes are used. Only for
+                # modest layers: their buffers are allocated before the file has proven its size.
                 spans = sorted((e.begin, e.end) for e in by_file[path] if e.nbytes)
-                if spans and spans[0][0] == len(self._planned_header(path)) and all(
-                        x[1] == y[0] for x, y in zip(spans, spans[1:])):
-                    got = self.check_shard(path, prefix_until=spans[-1][1])
-                    prefix = memoryview(got) if got is not None else None  # None: another thread checked it
-            self.check_shard(path)  # before allocating: sizes are now proven by the file itself
+                one_request = bool(spans) and spans[-1][1] <= _ONE_REQUEST_MAX and spans[0][0] == len(
+                    self._planned_header(path)) and all(x[1] == y[0] for x, y in zip(spans, spans[1:]))
+            if not one_request:
+                self.check_shard(path)  # before allocating: sizes are now proven by the file itself
             ranges = []
             filled = []
             for e in by_file[path]:
@@ -202,12 +225,15 @@ class ShardReader(TensorReader):
                 filled.append((e, buffer))
                 if e.nbytes:
                     ranges.append((e.begin, buffer))
-            if self.verify or prefix is not None:
-                data = prefix if prefix is not None else memoryview(self.read_file_verified(path))
+            ranges.sort(key=lambda r: r[0])
+            if one_request:
+                self._read_checked(path, ranges)
+            elif self.verify:
+                data = memoryview(self.read_file_verified(path))
                 for start, buffer in ranges:
                     buffer[:] = data[start : start + len(buffer)]
             else:
-                self.store.read_into(path, sorted(ranges, key=lambda r: r[0]))
+                self.store.read_into(path, ranges)
             if self.check_tensors:
                 self._check_digests(path, filled)
             if device is not None:
