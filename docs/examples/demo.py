@@ -49,7 +49,7 @@ def train(model: TinyLM, opt: torch.optim.Optimizer, steps: int, seed: int) -> f
         loss = torch.nn.functional.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
         loss.backward()
         opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def cli(*args: str) -> None:

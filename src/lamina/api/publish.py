@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from lamina._errors import ExistsError
 from lamina.repo.repository import open_location
 from lamina.snapshot.artifact import Artifact
 from lamina.snapshot.transfer import Progress, PushResult
@@ -16,7 +17,7 @@ __all__ = ["push", "pull"]
 def push(src: str | os.PathLike[str] | Artifact, dst: str | os.PathLike[str], *, branch: str | None = None,
          message: str = "", tag: str | None = None, private: bool = False, author: str | None = None,
          storage_options: Mapping[str, Any] | None = None, token: str | None = None,
-         progress: Progress | None = None, card: bool = True) -> PushResult:
+         progress: Progress | None = None, card: bool = True, allow_empty: bool = False) -> PushResult:
     """Publish snapshot ``src`` to ``dst``: a lamina repository (a directory, ``s3://...``), or the
     Hugging Face Hub (``hf://org/name``: one commit; the repository is created when needed,
     ``private`` on request; files the branch already holds are not sent again; a ``README.md``
@@ -36,6 +37,12 @@ def push(src: str | os.PathLike[str] | Artifact, dst: str | os.PathLike[str], *,
             library_name, base_model, pipeline_tag from ``info`` and ``info.extra``); a snapshot
             carrying its own ``README.md`` keeps it byte for byte, and a README on the hub that
             lamina did not generate is left alone. False: README.md is not touched.
+        allow_empty: lamina repositories only: make a new revision even when the snapshot is
+            already the branch head (by default, with or without ``message``, none is made).
+
+    Raises:
+        ExistsError: ``dst`` is a local directory that is neither empty nor a repository (a push
+            never turns an ordinary directory into a repository).
 
     Example:
         >>> import lamina, numpy as np, tempfile, os
@@ -53,9 +60,31 @@ def push(src: str | os.PathLike[str] | Artifact, dst: str | os.PathLike[str], *,
                         token=token, progress=progress, card=card)
     from lamina.repo.repository import Repo
 
+    _check_repository_destination(dst)
     return Repo(dst, storage_options=storage_options).push(src, branch or "main", message=message, tag=tag,
                                                           author=author, storage_options=storage_options,
-                                                          progress=progress)
+                                                          progress=progress, allow_empty=allow_empty)
+
+
+def _check_repository_destination(dst: str | os.PathLike[str]) -> None:
+    """Refuse a local directory that holds files but no repository: a push creates a repository
+    only in a new or empty directory."""
+    from pathlib import Path
+
+    from lamina.format.codec import MANIFEST_NAME
+    from lamina.format.repository import REPO_MARKER
+    from lamina.storage.locations import scheme_of
+
+    text = os.fspath(dst)
+    scheme = scheme_of(text)
+    if scheme not in (None, "file"):
+        return
+    path = Path(text[len("file://"):] if scheme == "file" else text)
+    if not path.is_dir() or (path / REPO_MARKER).exists() or (path / MANIFEST_NAME).exists():
+        return  # new, a repository, or a snapshot (the repository refuses that one with its own message)
+    if any(path.iterdir()):
+        raise ExistsError(f"{text} is a directory holding other files, not a lamina repository (no {REPO_MARKER}); "
+                          f"a push creates a repository only in a new or empty directory. Choose another one")
 
 
 def pull(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, overwrite: bool = False,

@@ -6,25 +6,53 @@ May import: the public façade (``lamina``) and anything below it; nothing impor
 
 from __future__ import annotations
 
-import sys
+from typing import Any
 
 import click
 
 from .._version import __version__
+from ._cache_commands import cache
 from ._checkpoint_commands import checkpoints
-from ._errors_cli import one_line_errors
+from ._errors_cli import (
+    emit_json,
+    epilog,
+    json_option,
+    one_line_errors,
+    progress_option,
+    quiet_option,
+    set_interrupt_hint,
+)
 from ._inspect_commands import inspect, verify
 from ._repo_commands import register
 
 __all__ = ["main", "cli"]
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_GROUP_EPILOG = """\b
+Exit codes (every command):
+  0    success
+  1    the command found problems (verify, fsck, diff --exit-code)
+  2    usage or input error (one 'error: <Type>: ...' line on stderr; with --json also {"error": ...} on stdout)
+  130  interrupted (Ctrl-C)
+
+\b
+Sizes are printed in binary units (1 KiB = 1024 B, MiB, GiB). Output is plain text when stdout is
+not a terminal. Shell completion: eval "$(_LAMINA_COMPLETE=bash_source lamina)" (zsh_source, fish_source).
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_GROUP_EPILOG)
 @click.version_option(__version__, "--version", "-V", prog_name="lamina")
 def cli() -> None:
     """lamina: per-layer, versioned model snapshots."""
 
 
-@cli.command()
+@cli.command(epilog=epilog(
+    "lamina convert checkpoint.pt out/model",
+    "lamina convert out/model model.onnx --onnx-template base.onnx",
+    "lamina convert hf://org/name@v1.0 out/model",
+    "lamina convert out/model hf-out --to hf --max-shard-size 2GB",
+    "lamina convert model.pt out/model.v2 --to lamina",
+))
 @click.argument("src", type=click.Path())
 @click.argument("dst", type=click.Path())
 @click.option("--from", "from_format",
@@ -51,38 +79,51 @@ def cli() -> None:
 @click.option("--tied", "tied", multiple=True, metavar="ALIAS=TARGET",
               help="hf input: record ALIAS as tied to the stored TARGET (repeatable), instead of the ties "
                    "config.json implies; --tied none records no ties.")
+@json_option
+@quiet_option
+@progress_option
 @one_line_errors
 def convert(src: str, dst: str, from_format: str | None, to_format: str | None, overwrite: bool,
             trust_pickle: bool, param_names: str | None, optimizer_index: int | None, checkpoint: bool,
             onnx_template: str | None, external_data: bool | None, max_shard_size: str | None,
-            tied: tuple[str, ...]) -> None:
+            tied: tuple[str, ...], as_json: bool, quiet: bool, no_progress: bool) -> None:
     """Convert SRC to DST between lamina, torch (.pt .pth .bin .ckpt), Keras (.keras), ONNX (.onnx) and
     Hugging Face safetensors (a directory with --to hf, or one .safetensors file); SRC may also be
-    hf://ORG/NAME[@REV] or a TensorFlow checkpoint or SavedModel (--from tf)."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TransferSpeedColumn,
-    )
+    hf://ORG/NAME[@REV] or a TensorFlow checkpoint or SavedModel (--from tf).
 
+    A DST with another extension (out.xyz) needs --to. With --onnx-template, a template none of whose
+    initializers the snapshot holds is refused; a partial match is written with a warning on stderr.
+    """
     import lamina
+
+    from ._progress import progress_bar, showing_progress
 
     if trust_pickle:
         click.secho("WARNING: --trust-pickle lets the checkpoint run arbitrary code on this machine. "
                     "Use it only for files from an author you trust.", fg="red", bold=True, err=True)
-    columns = (TextColumn("[bold]writing"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, transient=True, disable=not sys.stderr.isatty(), console=None) as bar:
-        task = bar.add_task("convert", total=None)
+    set_interrupt_hint(f"{dst} was not written (a conversion appears only once complete)")
+    messages: list[str] = []
+
+    def report(message: str) -> None:
+        messages.append(message)
+        if not quiet or message.startswith("warning:"):
+            click.echo(message, err=True)
+
+    with progress_bar("converting", showing_progress(no_progress, quiet)) as progress:
         out = lamina.convert(
             src, dst, from_format=from_format, to_format=to_format, overwrite=overwrite or None,
             trust_pickle=trust_pickle or None, param_names=param_names, optimizer_index=optimizer_index,
             checkpoint=checkpoint or None, onnx_template=onnx_template, external_data=external_data,
-            max_shard_size=max_shard_size, tied=_tied(tied), progress=lambda done, total: bar.update(task, completed=done, total=total),
-            report=lambda message: click.echo(message, err=True),
+            max_shard_size=max_shard_size, tied=_tied(tied), progress=progress, report=report,
         )
-    click.echo(f"wrote {out}")
+    if as_json:
+        result: dict[str, Any] = {"source": src, "destination": str(out), "messages": messages}
+        for field in ("replaced", "unmatched_snapshot", "unmatched_graph"):  # ONNX exports
+            if hasattr(out, field):
+                result[field] = list(getattr(out, field))
+        emit_json(result)
+    elif not quiet:
+        click.echo(f"wrote {out}")
 
 
 def _tied(values: tuple[str, ...]) -> dict[str, str] | bool | None:
@@ -98,6 +139,7 @@ def _tied(values: tuple[str, ...]) -> dict[str, str] | bool | None:
 
 
 register(cli)
+cli.add_command(cache)
 cli.add_command(checkpoints)
 cli.add_command(inspect)
 cli.add_command(verify)

@@ -8,39 +8,110 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["render_summary", "render_tensors", "render_diff", "format_bytes"]
+__all__ = ["render_summary", "render_tensors", "render_diff", "diff_summary", "format_bytes", "format_value",
+           "hyperparameters"]
 
 
 def format_bytes(n: int) -> str:
+    """Binary units everywhere in the CLI: B, KiB, MiB, GiB, TiB (1 KiB = 1024 B)."""
     size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
 
 
-def _pairs(title: str, rows: dict[str, Any]) -> Table:
+# torch.optim defaults (and flags that only say "off"): inspect shows a group's other values.
+_OFF = (None, False)
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "Adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0},
+    "AdamW": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2, "decoupled_weight_decay": True},
+    "SGD": {"lr": 1e-3, "momentum": 0, "dampening": 0, "weight_decay": 0},
+    "RMSprop": {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0, "momentum": 0},
+    "Adagrad": {"lr": 1e-2, "lr_decay": 0, "weight_decay": 0, "initial_accumulator_value": 0, "eps": 1e-10},
+}
+
+
+def format_value(value: Any) -> str:
+    """A value for a table cell: floats to 6 significant digits, sequences and mappings spelled
+    out without Python brackets or quotes."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(format_value(v) for v in value) + ")"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={format_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+def hyperparameters(class_name: str, values: dict[str, Any], show_all: bool = False) -> dict[str, Any]:
+    """The hyperparameters worth showing: all with ``show_all``, else those that differ from the
+    class's defaults (torch.optim classes) and are not merely off (None / False)."""
+    if show_all:
+        return dict(values)
+    defaults = _DEFAULTS.get(class_name.rsplit(".", 1)[-1], {})
+
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return a == b
+
+    return {k: v for k, v in values.items() if not (k in defaults and same(v, defaults[k]))
+            and not (k not in defaults and v in _OFF)}
+
+
+def _pairs(title: str, rows: dict[str, Any]) -> Table | None:
+    """A two-column table of the non-empty rows; None (nothing printed) when all are empty."""
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows.items():
-        if value not in (None, {}, [], ()):
-            table.add_row(key, str(value))
-    return table
+        if value not in (None, {}, [], (), ""):
+            table.add_row(key, format_value(value))
+    return table if table.row_count else None
 
 
-def render_summary(s: dict[str, Any], console: Console | None = None) -> None:
+def _print_tables(console: Console, tables: list[Table | None]) -> None:
+    """Rich tables on a terminal; piped, each as plain lines (``title`` then ``key: value`` for a
+    two-column table, tab-separated cells under a header otherwise): no borders, no wrapping."""
+    for table in tables:
+        if table is None:
+            continue
+        if console.is_terminal:
+            console.print(table)
+            continue
+        cells = [[_plain(c) for c in column.cells] for column in table.columns]
+        rows = list(zip(*cells))
+        lines = [f"{table.title}:"]
+        if table.show_header:
+            lines.append("\t".join(str(c.header) for c in table.columns))
+            lines += ["\t".join(r) for r in rows]
+        else:
+            lines += [f"  {r[0]}: {r[1]}" for r in rows]
+        console.file.write("\n".join(lines) + "\n")
+
+
+def _plain(cell: Any) -> str:
+    from rich.text import Text
+
+    return cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain
+
+
+def render_summary(s: dict[str, Any], console: Console | None = None, show_all: bool = False) -> None:
     console = console or Console()
-    console.print(_pairs("Snapshot", {
+    tables = [_pairs("Snapshot", {
         "location": s["location"], "format": s["format_version"],
         "producer": " ".join(s["producer"].values()),
         "framework": " ".join(s["framework"].values()) if s["framework"] else None,
         "tensors": s["tensors"], "parameters": f"{s['parameters']:,}", "size": format_bytes(s["total_bytes"]),
-    }))
-    console.print(_pairs("Info", s["info"]))
+    }), _pairs("Info", s["info"])]
     if s["training"]:
-        console.print(_pairs("Training", s["training"]))
+        training = dict(s["training"])
+        metrics = training.pop("metrics", None) or {}
+        tables.append(_pairs("Training", {**training, **{f"metric {k}": v for k, v in metrics.items()}}))
     layers = Table(title="Layers", title_justify="left")
     for col, justify in (("layer", "left"), ("tensors", "right"), ("parameters", "right"),
                          ("bytes", "right"), ("dtypes", "left")):
@@ -48,22 +119,27 @@ def render_summary(s: dict[str, Any], console: Console | None = None) -> None:
     for row in s["layers"]:
         layers.add_row(row["name"], str(row["tensors"]), f"{row['parameters']:,}", format_bytes(row["bytes"]),
                        ",".join(row["dtypes"]) or "(tied)")
-    console.print(layers)
+    tables.append(layers if layers.row_count else None)
     if s["aliases"]:
-        console.print(_pairs("Tied tensors", {k: f"-> {v}" for k, v in s["aliases"].items()}))
+        tables.append(_pairs("Tied tensors", {k: f"-> {v}" for k, v in s["aliases"].items()}))
     if s["optimizer"]:
         o = s["optimizer"]
-        console.print(_pairs("Optimizer", {
+        groups = {}
+        for i, g in enumerate(o["param_groups"]):
+            shown = hyperparameters(o["class"], g["hyperparameters"], show_all)
+            groups[f"group {i}"] = f"{g['params']} params" + (f", {format_value(shown)}" if shown else "")
+        tables.append(_pairs("Optimizer", {
             "class": o["class"], "slots": ", ".join(o["slots"]),
-            "params with state": o["params_with_state"], "state size": format_bytes(o["bytes"]),
-            **{f"group {i}": f"{g['params']} params, {g['hyperparameters']}" for i, g in enumerate(o["param_groups"])},
+            "params with state": o["params_with_state"], "state size": format_bytes(o["bytes"]), **groups,
         }))
     files = Table(title="Files", title_justify="left")
-    for col in ("path", "role", "size", "sha256"):
+    for col in ("path", "role", "size", "digest"):
         files.add_column(col, justify="right" if col == "size" else "left")
     for f in s["files"]:
-        files.add_row(f["path"], f["role"], format_bytes(f["size"]), f["sha256"][:16] + "…")
-    console.print(files)
+        algorithm, digest = ("lt1", f["lt1"]) if f.get("lt1") else ("sha256", f.get("sha256") or "")
+        files.add_row(f["path"], f["role"], format_bytes(f["size"]), f"{algorithm}:{digest[:16]}…")
+    tables.append(files if files.row_count else None)
+    _print_tables(console, tables)
 
 
 def render_tensors(rows: list[dict[str, Any]], source: str, console: Console | None = None) -> None:
@@ -102,19 +178,39 @@ def render_tensors(rows: list[dict[str, Any]], source: str, console: Console | N
                   f"{format_bytes(sum(r['bytes'] for r in stored))} stored", highlight=False)
 
 
-def render_diff(diff: Any) -> None:
-    """Per-layer table of a :class:`lamina.SnapshotDiff`, then files and totals."""
-    console = Console()
+def render_diff(diff: Any, console: Console | None = None) -> None:
+    """Per-layer table of a :class:`lamina.SnapshotDiff`, then non-layer files, then a summary that
+    counts exactly the rows above (piped: plain tab-separated lines)."""
+    console = console or Console()
     table = Table(title=f"{diff.a} -> {diff.b}", title_justify="left")
     for column in ("layer", "status", "before", "after"):
         table.add_column(column, justify="right" if column in ("before", "after") else "left")
     style = {"added": "green", "removed": "red", "changed": "yellow", "unchanged": "dim"}
     for d in diff.layers:
         table.add_row(d.layer, f"[{style[d.status]}]{d.status}[/]", format_bytes(d.old_bytes), format_bytes(d.new_bytes))
-    console.print(table)
+    files = Table(title="Other files", title_justify="left")
+    for column in ("path", "status"):
+        files.add_column(column)
     for path, status in diff.files:
-        console.print(f"file {path}: {status}")
-    counts = {s: len(getattr(diff, s)) for s in ("added", "removed", "changed", "unchanged")}
-    console.print(", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {format_bytes(diff.changed_bytes)} new or "
-                  f"changed" + ("; info changed" if diff.info_changed else "")
-                  + ("; training state changed" if diff.training_changed else ""))
+        files.add_row(path, f"[{style[status]}]{status}[/]")
+    _print_tables(console, [table if table.row_count else None, files if files.row_count else None])
+    console.print(diff_summary(diff), highlight=False, soft_wrap=True)
+
+
+def diff_summary(diff: Any) -> str:
+    """One line: the layer rows by status, the file rows by status, bytes, info and training."""
+    if diff.identical:
+        return f"identical: {len(diff.layers)} layer(s) unchanged"
+    layers = ", ".join(f"{len(getattr(diff, s))} {s}" for s in ("added", "removed", "changed", "unchanged"))
+    parts = [f"layers: {layers}"]
+    if diff.files:
+        counts: dict[str, int] = {}
+        for _, status in diff.files:
+            counts[status] = counts.get(status, 0) + 1
+        parts.append("other files: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    parts.append(f"{format_bytes(diff.changed_bytes)} of weights added or changed")
+    if diff.info_changed:
+        parts.append("info changed")
+    if diff.training_changed:
+        parts.append("training state changed")
+    return "; ".join(parts)

@@ -15,7 +15,7 @@ from lamina._errors import (
     StorageError,
 )
 
-__all__ = ["hub_errors"]
+__all__ = ["hub_errors", "unreachable_hub"]
 
 
 def _offline() -> bool:
@@ -77,7 +77,14 @@ def hub_errors(repo_id: str, action: str) -> Iterator[None]:
                           "committed. Fix the snapshot's info (license, tags, info.extra) or its own README.md, "
                           "or push with card=False") from None
     except (OSError, ConnectionError, *_transport_errors()) as exc:
-        raise StorageError(f"{where}: cannot reach the hub while trying to {action}: {exc}") from None
+        error = StorageError(f"{where}: cannot reach the hub while trying to {action}: {exc}")
+        error.unreachable = True  # type: ignore[attr-defined]
+        raise error from None
+
+
+def unreachable_hub(error: BaseException) -> bool:
+    """Whether ``error`` (from :func:`hub_errors`) says the hub could not be reached at all."""
+    return bool(getattr(error, "unreachable", False))
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:

@@ -20,12 +20,14 @@ from lamina._errors import (
     ConflictError,
     ExistsError,
     FormatError,
+    LaminaError,
     NotFoundError,
+    StorageError,
 )
 from lamina.format.codec import MANIFEST_NAME
 from lamina.format.manifest import FileEntry
 from lamina.hub.card import CARD_PATH, is_generated, model_card
-from lamina.hub.errors import hub_errors
+from lamina.hub.errors import hub_errors, unreachable_hub
 from lamina.snapshot.artifact import Artifact
 from lamina.snapshot.open import open_snapshot
 from lamina.snapshot.reader import read_manifest
@@ -275,7 +277,24 @@ def hub_pull(location: str, dst: str | os.PathLike[str], *, overwrite: bool = Fa
     from huggingface_hub import constants
 
     repo_id, revision = parse_hub(location)
-    local = _download(repo_id, revision, token, endpoint, offline=bool(constants.HF_HUB_OFFLINE))
+    offline = bool(constants.HF_HUB_OFFLINE)
+    if not offline:
+        # Resolve the revision first: one request, no retries, so an unreachable hub fails at once
+        # (as in hub_open) instead of after huggingface_hub's download retries (~24 s); a revision
+        # already in the cache is still pulled from there.
+        try:
+            revision = _resolve(_api(token, endpoint), repo_id, revision)
+        except StorageError as unreachable:
+            if not unreachable_hub(unreachable):
+                raise
+            try:
+                local = _download(repo_id, revision, token, endpoint, offline=True)
+            except LaminaError:
+                raise unreachable from None
+        else:
+            local = _download(repo_id, revision, token, endpoint, offline=False)
+    else:
+        local = _download(repo_id, revision, token, endpoint, offline=True)
     source = open_snapshot(local)
     copy_snapshot(source._store, source.manifest, source._store.read(MANIFEST_NAME), dst,
                   where=f"hf://{repo_id}", overwrite=overwrite, progress=progress)

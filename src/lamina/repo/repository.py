@@ -245,6 +245,26 @@ class Repo:
         self._delete_ref(head_path(name), "branch", name)
 
     def _delete_ref(self, path: str, kind: str, name: str) -> None:
+    def rename_branch(self, old: str, new: str) -> str:
+        """Rename branch ``old`` to ``new`` (which must not exist as a branch or tag); returns the
+        revision id it points at. ``new`` is created before ``old`` is removed, so the revision
+        stays reachable throughout; if ``old`` moves meanwhile, ``new`` is removed again and this
+        is a ConflictError."""
+        self._require()
+        check_ref_name(new, "branch")
+        current = self._read_ref(head_path(check_ref_name(old, "branch")))
+        if current is None:
+            raise NotFoundError(f"{self.location}: no branch {old!r}; branches: {', '.join(sorted(self.branches())) or '(none)'}")
+        if self.store.exists(tag_path(new)):
+            raise ExistsError(f"{self.location}: {new!r} is a tag; a branch cannot share its name")
+        value = f"{current}\n".encode()
+        if not self.store.compare_and_swap(head_path(new), None, value):
+            raise ExistsError(f"{self.location}: branch {new!r} exists; delete it first or choose another name")
+        if not self.store.compare_and_swap(head_path(old), value, None):
+            self.store.compare_and_swap(head_path(new), value, None)
+            raise ConflictError(f"{self.location}: branch {old!r} moved while it was being renamed; nothing changed, retry")
+        return current
+
         current = self._read_ref(path)
         if current is None:
             raise NotFoundError(f"{self.location}: no {kind} {name!r}")
@@ -304,12 +324,13 @@ class Repo:
     # ------------------------------------------------------------------ publishing
     def push(self, src: str | os.PathLike[str] | Artifact, branch: str = "main", *, message: str = "",
              tag: str | None = None, author: str | None = None, storage_options: Mapping[str, Any] | None = None,
-             progress: Progress | None = None) -> PushResult:
+             progress: Progress | None = None, allow_empty: bool = False) -> PushResult:
         """Publish a snapshot (a directory, a URI, or an open Artifact) as a new revision of ``branch``.
 
         Uploads only files the repository lacks (by sha256, checking each file's bytes against
         its manifest entry while uploading), then the manifest, then the revision, then moves the
-        branch with compare-and-swap.
+        branch with compare-and-swap. A snapshot that is already the branch head makes no new
+        revision (with or without ``message``) unless ``allow_empty``.
 
         Raises:
             ConflictError: the branch moved during the push (another push won); nothing was published.
@@ -329,7 +350,7 @@ class Repo:
 
         total = sum(f.size for f in artifact.manifest.files)
         return self._publish(upload_all, manifest_bytes, total, branch=branch, message=message, tag=tag,
-                             author=author, progress=progress)
+                             author=author, progress=progress, allow_empty=allow_empty)
 
     def save(self, model_or_tensors: Any, branch: str = "main", *, message: str = "", tag: str | None = None,
              author: str | None = None, optimizer: Any = None, progress: Progress | None = None,
@@ -379,10 +400,12 @@ class Repo:
 
     def _publish(self, upload_all: Callable[[_Counter], None], manifest_bytes: bytes | None, total: int, *,
                  branch: str | None, message: str, tag: str | None, author: str | None, progress: Progress | None,
-                 manifest_box: dict[str, bytes] | None = None, move_tag: bool = False) -> PushResult:
+                 manifest_box: dict[str, bytes] | None = None, move_tag: bool = False,
+                 allow_empty: bool = False) -> PushResult:
         """Upload (``upload_all``), then the manifest and revision, then move the branch and set the
         tag. ``branch=None`` publishes a revision reachable only from ``tag`` (checkpoints: no
-        history chain, so dropping the tag frees its blobs); ``move_tag`` lets that tag move."""
+        history chain, so dropping the tag frees its blobs); ``move_tag`` lets that tag move. An
+        unchanged head gets no new revision unless ``allow_empty`` (a message alone makes none)."""
         if not isinstance(message, str):
             raise FormatError(f"message must be a string, got {type(message).__name__}")
         if branch is None and tag is None:
@@ -410,7 +433,7 @@ class Repo:
             snapshot = hashlib.sha256(manifest_bytes).hexdigest()
             self._put_blob(snapshot, len(manifest_bytes), lambda: [manifest_bytes], counter)
             parent_rev = self._load_revision(parent, f"branch {branch!r}") if parent else None
-            created = parent_rev is None or parent_rev.snapshot != snapshot or bool(message)
+            created = parent_rev is None or parent_rev.snapshot != snapshot or allow_empty
             if created:
                 revision_id, data = encode_revision(snapshot, (parent,) if parent else (), message,
                                                     author or default_author())

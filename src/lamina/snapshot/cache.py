@@ -22,7 +22,7 @@ from lamina.format.view import FileTable, ManifestView
 from lamina.storage.base import Store
 from lamina.storage.local import LocalStore, open_regular
 
-__all__ = ["BlobCache", "CachedSnapshotStore", "default_cache_dir"]
+__all__ = ["BlobCache", "CachedSnapshotStore", "default_cache_dir", "cache_entries", "prune_cache"]
 
 
 def default_cache_dir() -> Path:
@@ -156,3 +156,56 @@ class CachedSnapshotStore(Store):
 
     def source(self) -> Store:
         return self.inner.source()
+
+
+def cache_entries(root: str | os.PathLike[str] | None = None) -> list[tuple[str, str, int, float]]:
+    """What a :class:`BlobCache` at ``root`` (default: :func:`default_cache_dir`) holds:
+    ``(algorithm, digest, bytes, modified)`` per entry (``modified``: POSIX time the entry was
+    written), sorted oldest first. Partial downloads (``.lamina-*``) are not entries."""
+    blobs = (Path(root) if root is not None else default_cache_dir()) / "blobs"
+    out = []
+    if not blobs.is_dir():
+        return out
+    for algorithm in sorted(p for p in blobs.iterdir() if p.is_dir()):
+        for path in algorithm.glob("*/*"):
+            if path.name.startswith(".") or not path.is_file():
+                continue
+            stat = path.stat()
+            out.append((algorithm.name, path.name, stat.st_size, stat.st_mtime))
+    return sorted(out, key=lambda e: (e[3], e[1]))
+
+
+def prune_cache(root: str | os.PathLike[str] | None = None, *, older_than: float | None = None,
+                max_bytes: int | None = None, dry_run: bool = False) -> tuple[int, int]:
+    """Delete cache entries written before ``older_than`` (POSIX time), then the oldest until at
+    most ``max_bytes`` remain (both None: every entry), and partial downloads over an hour old.
+    Returns ``(files, bytes)`` deleted (or that would be, with ``dry_run``). Entries in use by
+    another process are safe to delete: a reader that misses one fetches it again."""
+    import time
+
+    base = Path(root) if root is not None else default_cache_dir()
+    entries = cache_entries(base)
+    doomed = [e for e in entries if older_than is not None and e[3] < older_than]
+    if older_than is None and max_bytes is None:
+        doomed = list(entries)
+    if max_bytes is not None:
+        kept = [e for e in entries if e not in doomed]
+        total = sum(e[2] for e in kept)
+        for e in kept:  # oldest first
+            if total <= max_bytes:
+                break
+            doomed.append(e)
+            total -= e[2]
+    files = size = 0
+    for algorithm, digest, nbytes, _ in doomed:
+        if not dry_run:
+            (base / "blobs" / algorithm / digest[:2] / digest).unlink(missing_ok=True)
+        files, size = files + 1, size + nbytes
+    if not dry_run and (base / "blobs").is_dir():
+        for tmp in (base / "blobs").glob("*/*/.lamina-*"):
+            try:
+                if tmp.stat().st_mtime < time.time() - 3600:
+                    tmp.unlink()
+            except OSError:
+                pass
+    return files, size
