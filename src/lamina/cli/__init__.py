@@ -6,8 +6,6 @@ May import: the public façade (``lamina``) and anything below it; nothing impor
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from .._version import __version__
@@ -117,11 +115,7 @@ def convert(src: str, dst: str, from_format: str | None, to_format: str | None, 
             max_shard_size=max_shard_size, tied=_tied(tied), progress=progress, report=report,
         )
     if as_json:
-        result: dict[str, Any] = {"source": src, "destination": str(out), "messages": messages}
-        for field in ("replaced", "unmatched_snapshot", "unmatched_graph"):  # ONNX exports
-            if hasattr(out, field):
-                result[field] = list(getattr(out, field))
-        emit_json(result)
+        emit_json({"source": src, "destination": str(out), "messages": messages})
     elif not quiet:
         click.echo(f"wrote {out}")
 
@@ -146,5 +140,6 @@ cli.add_command(verify)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli()
+    """Console-script entry point (also ``python -m lamina``): the program is ``lamina`` in usage
+    lines and shell completion (``_LAMINA_COMPLETE``)."""
+    cli(prog_name="lamina")

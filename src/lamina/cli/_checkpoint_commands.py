@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from ._errors_cli import one_line_errors
+from ._errors_cli import emit_json, epilog, json_option, one_line_errors
 from ._render import format_bytes
 
 __all__ = ["checkpoints"]
@@ -17,9 +15,10 @@ def checkpoints() -> None:
     """Checkpoints written by lamina.CheckpointManager."""
 
 
-@checkpoints.command("list")
+@checkpoints.command("list", epilog=epilog("lamina checkpoints list runs/exp1",
+                                           "lamina checkpoints list runs/exp1 --json | jq '.checkpoints[-1]'"))
 @click.argument("path")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @one_line_errors
 def list_command(path: str, as_json: bool) -> None:
     """Steps, metrics, sizes and which retention rule keeps each checkpoint in PATH."""
@@ -31,9 +30,9 @@ def list_command(path: str, as_json: bool) -> None:
     policy = read_policy(repo)
     rows = list_checkpoints(repo, policy)
     if as_json:
-        click.echo(json.dumps({"policy": policy, "checkpoints": [
+        emit_json({"policy": policy, "checkpoints": [
             {"step": c.step, "revision": c.revision, "saved": c.saved.isoformat(), "epoch": c.epoch, "metrics": dict(c.metrics), "size": c.size,
-             "new_bytes": c.new_bytes, "kept_by": list(c.kept_by)} for c in rows]}, indent=2))
+             "new_bytes": c.new_bytes, "kept_by": list(c.kept_by)} for c in rows]})
         return
     from rich.console import Console
     from rich.table import Table
