@@ -249,7 +249,9 @@ def branch(repo: str, name: str, delete: bool, new_name: str | None, as_json: bo
                        f"frees what no other ref reaches")
         return
     assert new_name is not None
-    revision_id = r.rename_branch(name, new_name)
+    from lamina.repo.refs import rename_branch
+
+    revision_id = rename_branch(r, name, new_name)
     if as_json:
         emit_json({"branch": new_name, "renamed_from": name, "revision": revision_id})
     elif not quiet:

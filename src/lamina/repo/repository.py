@@ -245,26 +245,6 @@ class Repo:
         self._delete_ref(head_path(name), "branch", name)
 
     def _delete_ref(self, path: str, kind: str, name: str) -> None:
-    def rename_branch(self, old: str, new: str) -> str:
-        """Rename branch ``old`` to ``new`` (which must not exist as a branch or tag); returns the
-        revision id it points at. ``new`` is created before ``old`` is removed, so the revision
-        stays reachable throughout; if ``old`` moves meanwhile, ``new`` is removed again and this
-        is a ConflictError."""
-        self._require()
-        check_ref_name(new, "branch")
-        current = self._read_ref(head_path(check_ref_name(old, "branch")))
-        if current is None:
-            raise NotFoundError(f"{self.location}: no branch {old!r}; branches: {', '.join(sorted(self.branches())) or '(none)'}")
-        if self.store.exists(tag_path(new)):
-            raise ExistsError(f"{self.location}: {new!r} is a tag; a branch cannot share its name")
-        value = f"{current}\n".encode()
-        if not self.store.compare_and_swap(head_path(new), None, value):
-            raise ExistsError(f"{self.location}: branch {new!r} exists; delete it first or choose another name")
-        if not self.store.compare_and_swap(head_path(old), value, None):
-            self.store.compare_and_swap(head_path(new), value, None)
-            raise ConflictError(f"{self.location}: branch {old!r} moved while it was being renamed; nothing changed, retry")
-        return current
-
         current = self._read_ref(path)
         if current is None:
             raise NotFoundError(f"{self.location}: no {kind} {name!r}")
