@@ -281,7 +281,8 @@ def hub_pull(location: str, dst: str | os.PathLike[str], *, overwrite: bool = Fa
     if not offline:
         # Resolve the revision first: one request, no retries, so an unreachable hub fails at once
         # (as in hub_open) instead of after huggingface_hub's download retries (~24 s); a revision
-        # already in the cache is still pulled from there.
+        # already in the cache is still pulled from there. The download keeps the name asked for,
+        # so huggingface_hub records it (a later HF_HUB_OFFLINE=1 pull of the same name works).
         try:
             revision = _resolve(_api(token, endpoint), repo_id, revision)
         except StorageError as unreachable:
