@@ -173,8 +173,8 @@ def test_unchanged_layers_keep_their_sha256_across_versions(tmp_path: Path, tied
     with torch.no_grad():
         tied_model.proj.weight.add_(1)
     v2 = lamina.save(tied_model, tmp_path / "v2")
-    sha1 = {f.path: f.sha256 for f in v1.manifest.files if f.role == "weights"}
-    sha2 = {f.path: f.sha256 for f in v2.manifest.files if f.role == "weights"}
+    sha1 = {f.path: f.digest for f in v1.manifest.files if f.role == "weights"}
+    sha2 = {f.path: f.digest for f in v2.manifest.files if f.role == "weights"}
     changed = {p for p in sha1 if sha1[p] != sha2[p]}
     assert changed == {"weights/proj.safetensors"}
 

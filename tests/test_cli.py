@@ -56,7 +56,7 @@ def test_verify_exit_codes_and_listing(snapshot: Path) -> None:
     (snapshot / "config.json").unlink()
     bad = run("verify", str(snapshot))
     assert bad.returncode == 1
-    assert "weights/proj.safetensors: sha256 mismatch" in bad.stderr and "config.json: missing" in bad.stderr
+    assert "weights/proj.safetensors: lt1 mismatch" in bad.stderr and "config.json: missing" in bad.stderr
     assert "Traceback" not in bad.stderr
 
 

@@ -930,7 +930,7 @@ def test_malformed_lightning_and_options_are_format_errors_and_leave_no_folders(
     torch.save({"state_dict": {"w": torch.ones(1)}, "loops": {}, "optimizer_states": 5}, tmp_path / "l2.ckpt")
     for name, match in (("l1.ckpt", "state_dict"), ("l2.ckpt", "optimizer_states")):
         with pytest.raises(lamina.FormatError, match=match):
-            lamina.convert(tmp_path / name, tmp_path / f"{name}.snap")
+            lamina.convert(tmp_path / name, tmp_path / f"{name}-snap")  # no extension: a lamina directory
     with pytest.raises(lamina.FormatError, match="unknown format"):
         lamina.convert(tmp_path / "l1.ckpt", tmp_path / "x", from_format="pytorch")
     torch.save({"w.weight": torch.ones(2)}, tmp_path / "w.pt")

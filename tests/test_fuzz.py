@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 import lamina
 from lamina.format.codec import MANIFEST_NAME, RECORDS_FEATURE, decode_manifest
-from lamina.format.records import flat_wire, records_wire
 from lamina.format.dtypes import DTYPES
+from lamina.format.records import flat_wire, records_wire
 from lamina.format.shards import parse_header
 from lamina.snapshot.artifact import Artifact
 from lamina.storage.local import LocalStore
@@ -310,6 +310,7 @@ def plausible_file(draw):
                      | st.text(max_size=8) | values),
         "size": draw(st.integers(0, 2**64 - 1) | values),
         "sha256": draw(st.sampled_from(["0" * 64, "A" * 64, "0" * 63, ""]) | values),
+        "lt1": draw(st.sampled_from(["0" * 64, "A" * 64, "0" * 63, ""]) | values),  # the 1.3 address
         "role": draw(st.sampled_from(["weights", "optimizer", "index", "extra", "other"]) | values),
     }
     for k in draw(st.lists(st.sampled_from(sorted(entry)), max_size=1)):

@@ -28,7 +28,7 @@ from servers import parse_range
 
 import lamina
 from lamina.format.codec import MAX_MANIFEST_BYTES
-from lamina.storage import http_store
+from lamina.storage import http_body
 from lamina.storage.http_store import HttpStore
 
 SECRETS = {"X-Api-Key": "key-123", "Authorization": "Bearer token-456", "Cookie": "session=789"}
@@ -452,7 +452,7 @@ def test_http_read_into_without_socket_access_reads_and_copies(serve: Callable[.
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Should urllib3 hold something other than http.client's response, bodies are read as bytes
     and copied, with the same checks."""
-    monkeypatch.setattr(http_store, "_socket_body", lambda response: None)
+    monkeypatch.setattr(http_body, "socket_body", lambda response: None)
     head, floats = _sentinel_buffers()
     HttpStore(serve(_blob).url).read_into("f.bin", [(100, memoryview(head)), (1100, memoryview(floats))])
     assert bytes(head) + floats.tobytes() == BLOB[100:3100]

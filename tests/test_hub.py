@@ -37,6 +37,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 import lamina  # noqa: E402
+from lamina.format.digests import Lt1  # noqa: E402
 from lamina.format.manifest import FileEntry
 
 # huggingface_hub itself passes a file object as ``data=`` to its HTTP client for LFS PUTs.
@@ -49,6 +50,12 @@ HUB_ONLY = {".gitattributes", "README.md"}  # the Hub's initial commit, lamina's
 # ------------------------------------------------------------------------------------------ helpers
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def lt1(data: bytes) -> str:
+    hasher = Lt1()
+    hasher.update(data)
+    return hasher.hexdigest()
 
 
 def git_sha1(data: bytes) -> str:
@@ -109,9 +116,9 @@ def assert_tree_is_snapshot(repo_id: str, revision: str, snapshot: Path) -> None
     for f in manifest.files:
         remote = tree[f.path]
         assert remote.size == f.size == len(on_disk[f.path]), f.path
-        assert sha256(on_disk[f.path]) == f.sha256, f.path
+        assert lt1(on_disk[f.path]) == f.digest[1], f.path  # a 1.3 snapshot: files addressed by lt1
         if remote.lfs is not None:
-            assert remote.lfs.sha256 == f.sha256, f.path
+            assert remote.lfs.sha256 == sha256(on_disk[f.path]), f.path  # the hub: by sha256
         else:
             assert remote.blob_id == git_sha1(on_disk[f.path]), f.path
         if f.path.endswith(".safetensors"):
@@ -151,7 +158,7 @@ def requested_files(hub: FakeHub, repo_id: str, by_sha: dict[str, str]) -> set[s
 def sha_index(snapshot: Path) -> dict[str, str]:
     """sha256 -> snapshot path, for every file of the snapshot (the manifest included)."""
     manifest = lamina.open(snapshot).manifest
-    index = {f.sha256: f.path for f in manifest.files}
+    index = {sha256((snapshot / f.path).read_bytes()): f.path for f in manifest.files}
     index[sha256((snapshot / MANIFEST).read_bytes())] = MANIFEST
     return index
 
@@ -277,7 +284,7 @@ def test_second_push_uploads_only_the_changed_shard_and_the_manifest(
     v2 = save(tensors, tmp_path / "v2")
     old = {f.path: f for f in lamina.open(v1).manifest.files}
     new = lamina.open(v2).manifest.files
-    changed = [f for f in new if f.path not in old or old[f.path].sha256 != f.sha256]
+    changed = [f for f in new if f.path not in old or old[f.path].digest != f.digest]
     assert [f.path for f in changed] == [shard_of(v2, "dec").path]
     manifest_bytes = (v2 / MANIFEST).read_bytes()
 
@@ -296,7 +303,8 @@ def test_second_push_uploads_only_the_changed_shard_and_the_manifest(
     assert result.uploaded_files == len(changed) + 1
     assert result.uploaded_bytes == expected_bytes
     assert hub.lfs_uploaded_bytes == expected_bytes
-    assert sorted(hub.lfs_uploads) == sorted([*(f.sha256 for f in changed), sha256(manifest_bytes)])
+    assert sorted(hub.lfs_uploads) == sorted([*(sha256((v2 / f.path).read_bytes()) for f in changed),
+                                              sha256(manifest_bytes)])
     assert result.reused_files == len(new) - len(changed)
     assert result.reused_bytes == sum(f.size for f in new) - sum(f.size for f in changed)
 
@@ -484,7 +492,7 @@ def test_lazy_layer_read_fetches_only_that_shard_and_the_manifest(
 
     assert_same_tensors(got, lamina.open(v1).layer("enc"))
     assert requested_files(hub, repo_id, by_sha) == {enc.path}
-    shard_gets = [r for r in downloads(hub) if r[1] == f"/cdn-lfs/{repo_id}/{enc.sha256}"]
+    shard_gets = [r for r in downloads(hub) if r[1] == f"/cdn-lfs/{repo_id}/{sha256((v1 / enc.path).read_bytes())}"]
     assert shard_gets and all(r[2] is not None for r in shard_gets)  # range requests, never whole-file GETs
     assert sum(range_bytes(r[2], enc.size) for r in shard_gets) <= enc.size
     assert hub.lfs_uploaded_bytes == 0 and not any(r[0] in ("POST", "PUT") for r in hub.requests)
@@ -791,7 +799,7 @@ def test_cli_push_inspect_pull_verify_and_offline_pull(hub: FakeHub, v1: Path, t
     summary = json.loads(res.stdout)
     assert repo_id in summary["location"]
     assert [f["path"] for f in summary["files"]] == [f.path for f in manifest.files]
-    assert [f["sha256"] for f in summary["files"]] == [f.sha256 for f in manifest.files]
+    assert [f["digest"] for f in summary["files"]] == [":".join(f.digest) for f in manifest.files]
     assert summary["info"]["name"] == "hub-test"
     res = hub_cli(env, "inspect", f"hf://{repo_id}@v1")
     assert res.returncode == 0 and "hub-test" in res.stdout, res.stderr
@@ -811,7 +819,7 @@ def test_cli_push_inspect_pull_verify_and_offline_pull(hub: FakeHub, v1: Path, t
     assert disk_files(tmp_path / "offline") == disk_files(v1)
     res = hub_cli(offline, "inspect", f"hf://{repo_id}@v1", "--json")
     assert res.returncode == 0, res.stderr
-    assert [f["sha256"] for f in json.loads(res.stdout)["files"]] == [f.sha256 for f in manifest.files]
+    assert [f["digest"] for f in json.loads(res.stdout)["files"]] == [":".join(f.digest) for f in manifest.files]
     assert hub.requests == []
 
 

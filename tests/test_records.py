@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import msgpack
@@ -52,7 +53,9 @@ def _as_flat_1_2(src: Path, dst: Path) -> None:
 
     shutil.copytree(src, dst)
     art = lamina.open(src)
-    flat = dataclasses.replace(art.manifest, format_version=(1, 2), required=())
+    files = tuple(dataclasses.replace(f, lt1=None, sha256=hashlib.sha256((src / f.path).read_bytes()).hexdigest())
+                  for f in art.manifest.files)  # 1.2 addresses files by sha256
+    flat = dataclasses.replace(art.manifest, format_version=(1, 2), required=(), files=files)
     (dst / MANIFEST_NAME).write_bytes(encode_manifest(flat))
 
 
@@ -77,7 +80,9 @@ def test_a_1_3_snapshot_answers_exactly_as_its_1_2_twin(tmp_path: Path) -> None:
     assert RECORDS_FEATURE in msgpack.unpackb((path / MANIFEST_NAME).read_bytes())["required"]
     a, b = _answers(new), _answers(old)
     assert str(a) == str(b)
-    assert new.manifest == dataclasses.replace(old.manifest, format_version=(1, 3), required=(RECORDS_FEATURE,))
+    assert [(f.path, f.size, f.role) for f in new.manifest.files] == [(f.path, f.size, f.role) for f in old.manifest.files]
+    assert new.manifest == dataclasses.replace(old.manifest, format_version=(1, 3), required=(RECORDS_FEATURE,),
+                                               files=new.manifest.files)
     new.verify()
     old.verify()
 
@@ -175,3 +180,66 @@ def test_a_shard_path_names_its_layer_but_is_confirmed_by_the_record(tmp_path: P
     entry = art._view.file("weights/%44ense_1%2Fkernel.safetensors")
     assert entry is not None and entry.size > 8 and art._view._full is None
     assert art._view.file("weights/%44ense_2.safetensors") is None
+
+
+def test_lt1_matches_a_naive_implementation_and_the_spec_values() -> None:
+    """spec §4.10: BLAKE3 of each 64 KiB leaf, then a key-derivation BLAKE3 over size and leaves."""
+    import blake3
+
+    from lamina.format.digests import Lt1
+
+    def naive(data: bytes) -> str:
+        leaves = [blake3.blake3(data[i:i + 65536]).digest() for i in range(0, len(data), 65536)]
+        root = blake3.blake3(len(data).to_bytes(8, "little") + b"".join(leaves),
+                             derive_key_context="lamina 2026-12 lt1 file digest v1")
+        return root.hexdigest()
+
+    spec = (Path(__file__).resolve().parents[1] / "format_spec" / "spec.md").read_text()
+    for data in (b"", b"abc", bytes(i % 256 for i in range(256000)), np.random.default_rng(0).bytes(3 * 65536)):
+        for piece in (1, 1000, 65536, 70000, len(data) or 1):
+            hasher = Lt1()
+            for start in range(0, len(data), piece):
+                hasher.update(memoryview(data)[start:start + piece])
+            assert hasher.hexdigest() == naive(data), (len(data), piece)
+        if len(data) in (0, 3, 256000):
+            assert naive(data) in spec, "the spec's reference value"
+
+
+def test_files_are_addressed_by_lt1_and_repository_blobs_live_under_blobs_lt1(tmp_path: Path) -> None:
+    from lamina.format.digests import Lt1
+
+    _, _, path = _trained(tmp_path)
+    art = lamina.open(path)
+    for f in art.manifest.files:
+        hasher = Lt1()
+        hasher.update((path / f.path).read_bytes())
+        assert f.digest == ("lt1", hasher.hexdigest()) and f.sha256 is None
+    repo = lamina.Repo(tmp_path / "repo")
+    repo.push(path)
+    blobs = {p.relative_to(tmp_path / "repo").as_posix() for p in (tmp_path / "repo" / "blobs").rglob("*") if p.is_file()}
+    assert {f"blobs/lt1/{f.lt1[:2]}/{f.lt1}" for f in art.manifest.files} | {
+        f"blobs/sha256/{repo.revision('main').snapshot[:2]}/{repo.revision('main').snapshot}"} == blobs
+    assert repo.fsck(full=True).ok
+    blob = tmp_path / "repo" / f"blobs/lt1/{art.manifest.files[0].lt1[:2]}/{art.manifest.files[0].lt1}"
+    blob.chmod(0o644)
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    blob.write_bytes(bytes(data))
+    report = repo.fsck(full=True)
+    assert [why for p, why in report.problems] == ["blob bytes do not match its name"]
+
+
+def test_a_repository_holds_1_2_and_1_3_snapshots_side_by_side(tmp_path: Path) -> None:
+    _, _, path = _trained(tmp_path)
+    _as_flat_1_2(path, tmp_path / "flat")
+    repo = lamina.Repo(tmp_path / "repo")
+    repo.push(tmp_path / "flat", "old")
+    repo.push(path, "new")
+    assert (tmp_path / "repo" / "blobs" / "sha256").is_dir() and (tmp_path / "repo" / "blobs" / "lt1").is_dir()
+    for branch in ("old", "new"):
+        art = repo.open(branch)
+        art.verify()
+        assert str(_answers(art)["tensors"]) == str(_answers(lamina.open(path))["tensors"])
+    assert repo.fsck(full=True).ok
+    repo.pull("old", tmp_path / "pulled").verify()
+    assert lamina.open(tmp_path / "pulled").format_version == "1.2"

@@ -8,7 +8,6 @@ the user's cache: every open names a cache directory under ``tmp_path`` (or ``ca
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -28,8 +27,9 @@ from servers import RangeHTTPServer, _Handler, free_port
 
 import lamina
 from lamina.format.codec import MANIFEST_NAME
+from lamina.format.digests import file_hasher
 from lamina.format.manifest import FileEntry, Manifest
-from lamina.format.repository import blob_path
+from lamina.format.repository import blob_path, file_blob_path
 from lamina.snapshot.cache import BlobCache
 
 N_LAYERS = 24
@@ -78,8 +78,11 @@ def data_span(manifest: Manifest, path: str) -> tuple[int, int]:
     return min(t.begin for t in entries), max(t.end for t in entries)
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def digest_of(path: Path, entry: FileEntry) -> str:
+    """The file's content address under ``entry``'s algorithm (lt1 for 1.3 snapshots)."""
+    hasher = file_hasher(entry.digest[0])
+    hasher.update(path.read_bytes())
+    return hasher.hexdigest()
 
 
 def flip_tail(path: Path, n: int = 16) -> None:
@@ -257,8 +260,8 @@ def test_http_cache_fetches_shard_once_then_reads_locally(site: Site, tmp_path: 
     first = art.layer(layer)
     assert site.server.bytes_served == shard.size
     assert shard_gets(site.server, f"/snap/{shard.path}") == [None]  # one whole-file GET, no ranges
-    cached = cache / blob_path(shard.sha256)
-    assert cached.stat().st_size == shard.size and sha256_of(cached) == shard.sha256
+    cached = cache / file_blob_path(shard)  # blobs/lt1/.. for a 1.3 snapshot
+    assert cached.stat().st_size == shard.size and digest_of(cached, shard) == shard.digest[1]
     assert_bit_exact(first, of_layer(site.state, layer))
 
     site.server.reset()
@@ -280,9 +283,9 @@ def test_corrupted_and_truncated_cache_entries_are_refetched(site: Site, tmp_pat
     art = lamina.open(site.url, cache=cache)
     art.layer(flipped_layer)
     art.layer(cut_layer)
-    flipped_path, cut_path = cache / blob_path(flipped.sha256), cache / blob_path(cut.sha256)
+    flipped_path, cut_path = cache / file_blob_path(flipped), cache / file_blob_path(cut)
     flip_tail(flipped_path)
-    assert flipped_path.stat().st_size == flipped.size and sha256_of(flipped_path) != flipped.sha256
+    assert flipped_path.stat().st_size == flipped.size and digest_of(flipped_path, flipped) != flipped.digest[1]
     os.truncate(cut_path, cut.size // 2)
 
     BlobCache._verified.clear()  # what a new process knows about this cache: nothing
@@ -294,7 +297,7 @@ def test_corrupted_and_truncated_cache_entries_are_refetched(site: Site, tmp_pat
     assert_bit_exact(reopened.layer(cut_layer), of_layer(site.state, cut_layer))
     assert site.server.bytes_served == cut.size
     for entry, path in ((flipped, flipped_path), (cut, cut_path)):
-        assert path.stat().st_size == entry.size and sha256_of(path) == entry.sha256  # repaired in place
+        assert path.stat().st_size == entry.size and digest_of(path, entry) == entry.digest[1]  # repaired in place
 
     BlobCache._verified.clear()
     site.server.reset()
@@ -315,7 +318,7 @@ def test_server_serving_wrong_bytes_raises_and_caches_nothing(site: Site, tmp_pa
         assert shard.path in str(error)
         assert [path for path, _ in error.files] == [shard.path]  # type: ignore[attr-defined]
     leftovers = [p for p in cache.rglob("*") if p.is_file()]
-    assert not any(p.name == shard.sha256 for p in leftovers)
+    assert not any(p.name == shard.digest[1] for p in leftovers)
     assert not any(p.name.startswith(".lamina-") for p in leftovers)  # no half-written download either
     assert_bit_exact(art.layer("layer6"), of_layer(site.state, "layer6"))  # other shards are unaffected
 
@@ -371,7 +374,7 @@ def test_verify_over_http_without_cache(site: Site) -> None:
     shard = shard_of(site.manifest, "layer4")
     flip_tail(site.snap / shard.path)
     error = fails_within(HANG, lamina.IntegrityError, lambda: lamina.open(site.url, cache=False).verify())
-    assert error.files == [(shard.path, "sha256 mismatch")]  # type: ignore[attr-defined]
+    assert error.files == [(shard.path, "lt1 mismatch")]  # type: ignore[attr-defined]
 
 
 def test_verify_over_http_with_cache(site: Site, tmp_path: Path) -> None:
@@ -401,7 +404,7 @@ def test_http_repository_revisions_and_budget(repo_site: RepoSite, tmp_path: Pat
     got = lamina.open(f"{repo_site.url}@v1", cache=False).layer(layer)
     assert_bit_exact(got, of_layer(repo_site.v1, layer))
     assert repo_site.server.bytes_served <= shard.size + manifest_size + SLACK
-    other_blobs = {f"/repo/{blob_path(f.sha256)}" for f in v1.manifest.files if f.path != shard.path}
+    other_blobs = {f"/repo/{file_blob_path(f)}" for f in v1.manifest.files if f.path != shard.path}
     assert not other_blobs & {path for _, path, _ in repo_site.server.requests}
 
     cache = tmp_path / "cache"
@@ -413,7 +416,7 @@ def test_http_repository_revisions_and_budget(repo_site: RepoSite, tmp_path: Pat
     repo_site.server.reset()
     cached = lamina.open(f"{repo_site.url}@main", cache=cache).layer(layer)
     assert_bit_exact(cached, of_layer(repo_site.v2, layer))
-    assert f"/repo/{blob_path(main_shard.sha256)}" not in {p for _, p, _ in repo_site.server.requests}
+    assert f"/repo/{file_blob_path(main_shard)}" not in {p for _, p, _ in repo_site.server.requests}
 
 
 def test_http_repository_log(repo_site: RepoSite) -> None:
@@ -465,7 +468,7 @@ def test_s3_snapshot_and_repository(tmp_path: Path, s3_client: Any, s3_bucket: s
     main = lamina.open(f"s3://{s3_bucket}/repo@main", storage_options=s3_options, cache=cache)
     assert_bit_exact(main.layer("layer4"), of_layer(state_of(second), "layer4"))
     shard = shard_of(main.manifest, "layer4")
-    assert sha256_of(cache / blob_path(shard.sha256)) == shard.sha256
+    assert digest_of(cache / file_blob_path(shard), shard) == shard.digest[1]
     assert_bit_exact(lamina.open(f"s3://{s3_bucket}/repo@v1", storage_options=s3_options, cache=cache).state_dict(),
                      state_of(first))
     assert not _isolated_cache.exists()

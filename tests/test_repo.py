@@ -36,19 +36,26 @@ from cli_helpers import (
 
 import lamina
 from lamina import PushResult, Repo
+from lamina.format.digests import file_hasher
 from lamina.repo.markers import TTL
 
 N_LAYERS = 24
 SIDE = 128  # a 128 x 128 float32 layer: 64 KiB
 HEX64 = re.compile(r"[0-9a-f]{64}")
-LAYOUT_PATH = re.compile(r"lamina-repo\.json|blobs/sha256/([0-9a-f]{2})/([0-9a-f]{64})|revisions/[0-9a-f]{64}"
+LAYOUT_PATH = re.compile(r"lamina-repo\.json|blobs/(sha256|lt1)/([0-9a-f]{2})/([0-9a-f]{64})|revisions/[0-9a-f]{64}"
                          r"|refs/(heads|tags)/[A-Za-z0-9._/-]+|locks/((push|wait)-[0-9a-f]+|gc)")
 
 
 # ---------------------------------------------------------------------------- helpers
-def blob_path(sha256: str) -> str:
-    """The blob of a content hash, as repository.md §1 lays it out."""
-    return f"blobs/sha256/{sha256[:2]}/{sha256}"
+def blob_path(name: str, algorithm: str = "sha256") -> str:
+    """The blob of a content address, as repository.md §1 lays it out (manifests: sha256)."""
+    return f"blobs/{algorithm}/{name[:2]}/{name}"
+
+
+def file_blob(entry: Any) -> str:
+    """The blob of a snapshot file: under its entry's algorithm (lt1 for format 1.3 files)."""
+    algorithm, name = entry.digest
+    return blob_path(name, algorithm)
 
 
 def model_tensors(seed: int, layers: int = N_LAYERS, side: int = SIDE) -> dict[str, np.ndarray]:
@@ -66,7 +73,7 @@ def with_layer(tensors: dict[str, np.ndarray], index: int, seed: int) -> dict[st
 
 
 def blob_sizes(repo: Repo) -> dict[str, int]:
-    """sha256 -> size of every blob the store holds."""
+    """content address -> size of every blob the store holds (names are unique across algorithms)."""
     return {p.rsplit("/", 1)[1]: repo.store.size(p) for p in repo.store.list("blobs/")}
 
 
@@ -87,7 +94,7 @@ def snapshot_blobs(repo: Repo, revision_id: str) -> set[str]:
     """Every blob a revision's snapshot uses: its manifest and each file it lists."""
     revision = repo.revision(revision_id)
     manifest = repo.open(revision.id).manifest
-    return {revision.snapshot} | {f.sha256 for f in manifest.files}
+    return {revision.snapshot} | {f.digest[1] for f in manifest.files}
 
 
 def reachable(repo: Repo) -> tuple[set[str], set[str]]:
@@ -123,8 +130,10 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def local_blob_file(repo_dir: Path, sha256: str) -> Path:
-    return repo_dir / blob_path(sha256)
+def local_blob_file(repo_dir: Path, name: str) -> Path:
+    found = list(repo_dir.glob(f"blobs/*/{name[:2]}/{name}"))
+    assert len(found) == 1, (name, found)
+    return found[0]
 
 
 def login_name() -> str:
@@ -240,7 +249,7 @@ def test_second_publish_uploads_only_the_changed_layer(method: str, repo_locatio
     head1 = repo.revision("main")
     files1 = repo.open("main").manifest.files
     if first is not None:
-        distinct = {f.sha256: f.size for f in files1}
+        distinct = {f.digest[1]: f.size for f in files1}
         assert first.parent is None and first.created and first.revision == head1.id
         assert first.uploaded_files == len(distinct) + 1
         assert first.uploaded_bytes == sum(distinct.values()) + len(manifest_bytes(repo, head1.snapshot))
@@ -255,7 +264,7 @@ def test_second_publish_uploads_only_the_changed_layer(method: str, repo_locatio
     art = repo.open("main")
     shard = shard_of(art.manifest, f"layer{changed}")
     manifest = manifest_bytes(repo, head.snapshot)
-    expected = {shard.sha256: shard.size, head.snapshot: len(manifest)}
+    expected = {shard.digest[1]: shard.size, head.snapshot: len(manifest)}
 
     assert head.parents == (head1.id,) and head.message == "v2"
     assert set(before) <= set(after)
@@ -294,8 +303,10 @@ def test_layout_on_the_store(history: History) -> None:
         assert LAYOUT_PATH.fullmatch(path), path
         assert not path.startswith("locks/"), path  # no push is running
     for path in store.list("blobs/"):
-        name = path.rsplit("/", 1)[1]
-        assert path == blob_path(name) and hashlib.sha256(store.read(path)).hexdigest() == name
+        algorithm, name = path.split("/")[1], path.rsplit("/", 1)[1]
+        hasher = file_hasher(algorithm)
+        hasher.update(store.read(path))
+        assert path == blob_path(name, algorithm) and hasher.hexdigest() == name
     for rid in listed_revisions(history.repo):
         data = store.read(f"revisions/{rid}")
         assert hashlib.sha256(data).hexdigest() == rid
@@ -401,13 +412,13 @@ def test_pull_of_a_corrupted_blob_writes_nothing(small: History, tmp_path: Path)
     repo = small.repo
     manifest = repo.open("v1.0").manifest
     shard = shard_of(manifest, "layer0")
-    blob = local_blob_file(Path(small.where.url), shard.sha256)
+    blob = local_blob_file(Path(small.where.url), shard.digest[1])
     blob.write_bytes(bytes(b ^ 0xFF for b in blob.read_bytes()))
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(lamina.IntegrityError) as caught:
         repo.pull("v1.0", out / "dst")
-    assert shard.sha256 in str(caught.value) or shard.sha256[:12] in str(caught.value)
+    assert shard.digest[1] in str(caught.value) or shard.digest[1][:12] in str(caught.value)
     assert list(out.iterdir()) == [] and leftovers(out) == []
 
 
@@ -415,10 +426,10 @@ def test_pull_of_a_missing_blob_writes_nothing(small: History, tmp_path: Path) -
     """A deleted shard blob: pull raises IntegrityError naming the blob and writes nothing."""
     repo = small.repo
     shard = shard_of(repo.open("v1.0").manifest, "layer1")
-    local_blob_file(Path(small.where.url), shard.sha256).unlink()
+    local_blob_file(Path(small.where.url), shard.digest[1]).unlink()
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises((lamina.IntegrityError, lamina.NotFoundError), match=shard.sha256):
+    with pytest.raises((lamina.IntegrityError, lamina.NotFoundError), match=shard.digest[1]):
         repo.pull("v1.0", out / "dst")
     assert list(out.iterdir()) == [] and leftovers(out) == []
 
@@ -568,7 +579,7 @@ def test_concurrent_pushes_to_one_branch(repo_location: Where, tmp_path: Path) -
     loser_dir = dirs[losers[0]]
     loser_snapshot = hashlib.sha256((loser_dir / "manifest.msgpack").read_bytes()).hexdigest()
     live_revisions, live_blobs = reachable(repo)
-    loser_blobs = ({loser_snapshot} | {f.sha256 for f in lamina.open(loser_dir).manifest.files}) - live_blobs
+    loser_blobs = ({loser_snapshot} | {f.digest[1] for f in lamina.open(loser_dir).manifest.files}) - live_blobs
     orphans = listed_revisions(repo) - live_revisions
     assert len(orphans) == 1
     orphan = json.loads(repo.store.read(f"revisions/{orphans.pop()}"))
@@ -676,7 +687,7 @@ def test_killed_push_leaves_the_repository_valid(local_repo: Where, tmp_path: Pa
     left = blob_sizes(repo)
     uploaded_by_killed = set(left) - set(before)
     assert len(uploaded_by_killed) >= after_n
-    assert uploaded_by_killed <= {f.sha256 for f in new_files}  # shards only: no manifest, no revision
+    assert uploaded_by_killed <= {f.digest[1] for f in new_files}  # shards only: no manifest, no revision
     assert repo.branches() == {"main": old_result.revision}
     assert listed_revisions(repo) == {old_result.revision}
     assert_tensors_equal(lamina.open(f"{local_repo.url}@main").state_dict(framework="np"), old)
@@ -690,10 +701,10 @@ def test_killed_push_leaves_the_repository_valid(local_repo: Where, tmp_path: Pa
     assert json.loads(repo.store.read(markers[0]))["pid"] == proc.pid
 
     result = repo.push(tmp_path / "new", message="retry")
-    present = {f.sha256 for f in new_files} & set(left)
-    assert result.reused_files == sum(1 for f in new_files if f.sha256 in present) > 0
-    assert result.reused_bytes == sum(f.size for f in new_files if f.sha256 in present) > 0
-    assert result.uploaded_files == len({f.sha256 for f in new_files} - present) + 1
+    present = {f.digest[1] for f in new_files} & set(left)
+    assert result.reused_files == sum(1 for f in new_files if f.digest[1] in present) > 0
+    assert result.reused_bytes == sum(f.size for f in new_files if f.digest[1] in present) > 0
+    assert result.uploaded_files == len({f.digest[1] for f in new_files} - present) + 1
     assert result.parent == old_result.revision
     assert_tensors_equal(repo.open("main").state_dict(framework="np"), new)
     gc = repo.gc()  # the killed push's marker is stale (its process is gone): gc runs and removes it
@@ -736,7 +747,8 @@ def test_gc_deletes_exactly_the_unreachable(small: History, tmp_path: Path) -> N
     assert set(blob_sizes(repo)) == set(sizes) - doomed_blobs == live_blobs
     assert listed_revisions(repo) == live_revisions
     assert sorted(set(listing) - set(repo.store.list())) == sorted(
-        [blob_path(h) for h in doomed_blobs] + [f"revisions/{r}" for r in doomed_revisions])
+        [p for p in listing if p.startswith("blobs/") and p.rsplit("/", 1)[1] in doomed_blobs]
+        + [f"revisions/{r}" for r in doomed_revisions])
     assert repo.store.read("NOTES.txt").startswith(b"not part of the layout")
     assert repo.fsck(full=True).ok
     assert_tensors_equal(repo.open("side-tag").state_dict(framework="np"), with_layer(small.v2, 3, 303))
@@ -875,9 +887,9 @@ def test_fsck_reports_damage(small: History) -> None:
     v1_path = root / "revisions" / small.first.revision
     v1_path.write_bytes(v1_path.read_bytes().replace(b'"first"', b'"FIRST"'))
     missing = shard_of(manifest, "layer0")
-    local_blob_file(root, missing.sha256).unlink()
+    local_blob_file(root, missing.digest[1]).unlink()
     short = shard_of(manifest, f"layer{small.changed}")
-    blob = local_blob_file(root, short.sha256)
+    blob = local_blob_file(root, short.digest[1])
     blob.write_bytes(blob.read_bytes()[:-3])
 
     report = repo.fsck()
@@ -886,12 +898,12 @@ def test_fsck_reports_damage(small: History) -> None:
     assert ghost in " ".join(f"{p} {w}" for p, w in report.problems)
     assert f"revisions/{small.first.revision}" in problems
     assert "hash" in problems[f"revisions/{small.first.revision}"]
-    assert "missing" in problems[blob_path(missing.sha256)]
-    assert f"size {short.size - 3}, expected {short.size}" in problems[blob_path(short.sha256)]
+    assert "missing" in problems[file_blob(missing)]
+    assert f"size {short.size - 3}, expected {short.size}" in problems[file_blob(short)]
 
     res = cli("fsck", small.where.url)
     assert res.returncode == 1, (res.stdout, res.stderr)
-    for path in (blob_path(missing.sha256), blob_path(short.sha256), f"revisions/{small.first.revision}"):
+    for path in (file_blob(missing), file_blob(short), f"revisions/{small.first.revision}"):
         assert f"PROBLEM {path}" in res.stderr
     assert "Traceback" not in res.stderr
 
@@ -900,13 +912,13 @@ def test_fsck_full_finds_same_size_corruption(small: History) -> None:
     """A same-size corrupted blob passes the size check; fsck(full=True) reports it."""
     repo = small.repo
     shard = shard_of(repo.open("main").manifest, "layer2")
-    blob = local_blob_file(Path(small.where.url), shard.sha256)
+    blob = local_blob_file(Path(small.where.url), shard.digest[1])
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0x01
     blob.write_bytes(bytes(data))
     assert repo.fsck().ok
     full = repo.fsck(full=True)
-    assert dict(full.problems) == {blob_path(shard.sha256): "blob bytes do not match its name"}
+    assert dict(full.problems) == {file_blob(shard): "blob bytes do not match its name"}
     with pytest.raises(lamina.IntegrityError):
         repo.open("main", verify=True).layer("layer2")
 
@@ -1001,7 +1013,7 @@ def test_cli_round_trip(tmp_path: Path) -> None:
     assert counts is not None, res.stdout
     assert (int(counts[1]), int(counts[2])) == (2, len(lamina.open(b).manifest.files) - 1)  # shard + manifest
     assert repo.log()[0].parents == (first,)
-    assert shard.sha256 in blob_sizes(repo)
+    assert shard.digest[1] in blob_sizes(repo)
 
     log, tag, diff_repo, diff_json, pull, inspect = cli_parallel(
         ("log", repo_dir), ("tag", repo_dir, "v2", "main"), ("diff", "--repo", repo_dir, "v1", "main"),

@@ -83,7 +83,7 @@ def test_a_changed_blob_in_a_local_repository_is_found_on_read(tmp_path: Path) -
     repo.save(_model(), message="v1")
     art = repo.open("main")
     entry = next(t for t in art.manifest.tensors if t.name == "2.weight")
-    sha = next(f.sha256 for f in art.manifest.files if f.path == entry.file)
+    sha = next(f.digest[1] for f in art.manifest.files if f.path == entry.file)
     blob = next((tmp_path / "repo").rglob(sha))
     blob.chmod(0o644)
     _flip_one_byte(blob, entry.begin + 3)

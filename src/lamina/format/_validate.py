@@ -173,26 +173,37 @@ def _checked_size(entry: TensorEntry, where: Any) -> TensorEntry:
     return entry
 
 
-def _file(v: Any, where: Any) -> FileEntry:
+def _file(v: Any, where: Any, digest: str = "sha256") -> FileEntry:
+    """A File whose content address is ``digest`` (``sha256`` up to 1.2, ``lt1`` from 1.3; the
+    other key, if present, is an unknown field and ignored)."""
     try:
-        path, size, sha, role = v["path"], v["size"], v["sha256"], v["role"]
+        path, size, hexdigest, role = v["path"], v["size"], v[digest], v["role"]
     except (KeyError, TypeError, IndexError):
-        return _file_explained(v, where)
-    if (type(path) is str and type(size) is int and size >= 0 and type(sha) is str and _SHA256.fullmatch(sha)
-            and role in FILE_ROLES):
-        return FileEntry(check_relative_path(path, _Where(where, "path")), size, sha, role)
-    return _file_explained(v, where)
+        return _file_explained(v, where, digest)
+    if (type(path) is str and type(size) is int and size >= 0 and type(hexdigest) is str
+            and _SHA256.fullmatch(hexdigest) and role in FILE_ROLES):
+        path = check_relative_path(path, _Where(where, "path"))
+        return FileEntry(path, size, hexdigest, role) if digest == "sha256" else FileEntry(path, size, None, role,
+                                                                                             lt1=hexdigest)
+    return _file_explained(v, where, digest)
 
 
-def _file_explained(v: Any, where: Any) -> FileEntry:
+def _file_lt1(v: Any, where: Any) -> FileEntry:
+    return _file(v, where, "lt1")
+
+
+def _file_explained(v: Any, where: Any, digest: str) -> FileEntry:
     f = _Fields(v, where)
-    sha = f.get("sha256", _str)
-    if not _SHA256.fullmatch(sha):
-        raise FormatError(f"{where}.sha256 must be 64 lowercase hex digits")
+    hexdigest = f.get(digest, _str)
+    if not _SHA256.fullmatch(hexdigest):
+        raise FormatError(f"{where}.{digest} must be 64 lowercase hex digits")
     role = f.get("role", _str)
     if role not in FILE_ROLES:
         raise FormatError(f"{where}.role must be one of {FILE_ROLES}, got {role!r}")
-    return FileEntry(path=f.get("path", _path), size=f.get("size", _uint), sha256=sha, role=role)
+    path, size = f.get("path", _path), f.get("size", _uint)
+    if digest == "sha256":
+        return FileEntry(path=path, size=size, sha256=hexdigest, role=role)
+    return FileEntry(path=path, size=size, sha256=None, role=role, lt1=hexdigest)
 
 
 def _alias(v: Any, where: str) -> Alias:

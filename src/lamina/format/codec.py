@@ -21,6 +21,7 @@ from lamina.format._validate import (
     _check_references,
     _Fields,
     _file,
+    _file_lt1,
     _info,
     _list,
     _map,
@@ -94,7 +95,7 @@ def _wire(m: Manifest) -> dict[str, Any]:
     wire["tensors"] = [_tensor_wire(t) for t in m.tensors]
     wire["aliases"] = [{"name": a.name, "layer": a.layer, "target": a.target} for a in m.aliases]
     wire["optimizer"] = optimizer
-    wire["files"] = [{"path": f.path, "size": f.size, "sha256": f.sha256, "role": f.role} for f in m.files]
+    wire["files"] = [{"path": f.path, "size": f.size, f.digest[0]: f.digest[1], "role": f.role} for f in m.files]
     # 1.3: tensors, aliases, optimizer state and shard files go into per-layer records
     return records_wire(wire) if RECORDS_FEATURE in m.required else wire
 
@@ -197,7 +198,7 @@ def _open_records(top: _Fields, optimizer: Any, header: dict[str, Any]) -> Manif
         head = OptimizerHeader(class_name=f.get("class", _str), framework=f.get("framework", _str),
                                param_groups=tuple(f.get("param_groups", _list(_param_group))),
                                slots=tuple(f.get("slots", _list(_str))))
-    files = top.get("files", _list(_file))
+    files = top.get("files", _list(_file_lt1))  # 1.3: every file is addressed by lt1
     paths = [x.path for x in files]
     if len(set(paths)) != len(paths) or MANIFEST_NAME in paths:
         raise FormatError(f"{where}: the files table lists a path twice, or lists {MANIFEST_NAME}")

@@ -73,10 +73,21 @@ class TrainingState:
 
 @dataclass(frozen=True)
 class FileEntry:
+    """A file of a snapshot: its content address is ``lt1`` (format 1.3) or ``sha256`` (1.0-1.2)."""
+
     path: str
     size: int
-    sha256: str
+    sha256: str | None
     role: str
+    lt1: str | None = None
+
+    @property
+    def digest(self) -> tuple[str, str]:
+        """``(algorithm, hex digest)`` of the file's content address."""
+        if self.lt1 is not None:
+            return "lt1", self.lt1
+        assert self.sha256 is not None
+        return "sha256", self.sha256
 
 
 @dataclass(frozen=True)

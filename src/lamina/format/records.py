@@ -164,8 +164,8 @@ def records_wire(flat: dict[str, Any]) -> dict[str, Any]:
         if path is None:
             return None
         moved.add(repr(path))
-        f = files.get(repr(path), {"size": 0, "sha256": "0" * 64})  # a tensor naming an unlisted file
-        return [path, f.get("size"), f.get("sha256")]
+        f = files.get(repr(path), {"size": 0, "lt1": "0" * 64})  # a tensor naming an unlisted file
+        return [path, f.get("size"), f.get("lt1")]
 
     moved: set[str] = set()
     blobs, keys, offset = [], [], 0
@@ -217,7 +217,7 @@ def flat_wire(wire: dict[str, Any]) -> dict[str, Any]:
         aliases += [(a[2], {"name": a[0], "layer": layer, "target": a[1]}) for a in al]
         states += [{"param": p, "tensors": {k: tensor(t, layer, optimizer) for k, t in slots.items()},
                     "scalars": {k: {"value": v, "dtype": d} for k, (v, d) in scalars.items()}} for p, slots, scalars in st]
-        files += [{"path": f[0], "size": f[1], "sha256": f[2], "role": role}
+        files += [{"path": f[0], "size": f[1], "lt1": f[2], "role": role}
                   for f, role in ((weights, "weights"), (optimizer, "optimizer")) if f]
     flat = {k: v for k, v in wire.items() if not k.startswith("layer_") and k not in ("optimizer", "files")}
     flat["tensors"] = [t for _, t in sorted(tensors, key=lambda x: x[0])]
@@ -250,8 +250,8 @@ def _array(v: Any, n: int, where: Any) -> list[Any]:
 def _record_file(v: Any, role: str, where: Any) -> FileEntry | None:
     if v is None:
         return None
-    path, size, sha = _array(v, 3, where)
-    return _file({"path": path, "size": size, "sha256": sha, "role": role}, where)
+    path, size, lt1 = _array(v, 3, where)
+    return _file({"path": path, "size": size, "lt1": lt1, "role": role}, where, "lt1")
 
 
 def _entry(v: Any, layer: str, file: FileEntry | None, n: int, where: Any) -> TensorEntry:

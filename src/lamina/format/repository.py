@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from lamina._errors import FormatError, IntegrityError
+from lamina.format.manifest import FileEntry
 
-__all__ = ["REPO_MARKER", "REPO_MARKER_BYTES", "Revision", "blob_path", "revision_path", "head_path", "tag_path",
+__all__ = ["REPO_MARKER", "REPO_MARKER_BYTES", "Revision", "blob_path", "file_blob_path", "revision_path", "head_path", "tag_path",
            "check_ref_name", "encode_revision", "decode_revision", "default_author", "is_sha256"]
 
 REPO_MARKER = "lamina-repo.json"
@@ -26,8 +27,16 @@ def is_sha256(text: object) -> bool:
     return isinstance(text, str) and _HEX64.fullmatch(text) is not None
 
 
-def blob_path(sha256: str) -> str:
-    return f"blobs/sha256/{sha256[:2]}/{sha256}"
+def blob_path(digest: str, algorithm: str = "sha256") -> str:
+    """Where a blob lives: ``blobs/<algorithm>/<h[:2]>/<h>`` (manifests and 1.0-1.2 files under
+    sha256, 1.3 files under lt1)."""
+    return f"blobs/{algorithm}/{digest[:2]}/{digest}"
+
+
+def file_blob_path(entry: FileEntry) -> str:
+    """The blob path of a snapshot file, by its content address."""
+    algorithm, digest = entry.digest
+    return blob_path(digest, algorithm)
 
 
 def revision_path(revision_id: str) -> str:

@@ -100,7 +100,8 @@ def hub_push(artifact: Artifact, location: str, *, revision: str | None = None, 
         operations: list[Any] = []
         uploaded = reused = uploaded_files = reused_files = 0
         for f in artifact.manifest.files:
-            if _unchanged(remote.get(f.path), f, lambda f=f: source.read(f.path)):
+            if _unchanged(remote.get(f.path), f, lambda f=f: source.read(f.path),
+                          lambda f=f: _streamed_sha256(source, f.path)):
                 reused += f.size
                 reused_files += 1
                 continue
@@ -195,12 +196,22 @@ def _card_replaceable(api: Any, repo_id: str, head: str | None, remote: Any, pre
     return is_generated(Path(path).read_bytes())
 
 
-def _unchanged(remote: Any, entry: Any, content: Callable[[], bytes]) -> bool:
+def _unchanged(remote: Any, entry: Any, content: Callable[[], bytes],
+               sha256: Callable[[], str] | None = None) -> bool:
     if remote is None or remote.size != entry.size:
         return False
     if remote.lfs is not None:
-        return remote.lfs.sha256 == entry.sha256
+        # the hub addresses LFS files by sha256; a 1.3 entry is addressed by lt1, so its bytes are
+        # hashed here, only when the sizes already match
+        return remote.lfs.sha256 == (entry.sha256 or (sha256() if sha256 else hashlib.sha256(content()).hexdigest()))
     return remote.blob_id == _git_blob_sha1(content())
+
+
+def _streamed_sha256(source: Any, path: str) -> str:
+    sha = hashlib.sha256()
+    for chunk in source.iter_chunks(path):
+        sha.update(chunk)
+    return sha.hexdigest()
 
 
 def _checked_file(source: Any, entry: FileEntry, staging: Path, where: str) -> str:
@@ -284,7 +295,7 @@ def hub_pull(location: str, dst: str | os.PathLike[str], *, overwrite: bool = Fa
         # already in the cache is still pulled from there. The download keeps the name asked for,
         # so huggingface_hub records it (a later HF_HUB_OFFLINE=1 pull of the same name works).
         try:
-            revision = _resolve(_api(token, endpoint), repo_id, revision)
+            _resolve(_api(token, endpoint), repo_id, revision)
         except StorageError as unreachable:
             if not unreachable_hub(unreachable):
                 raise

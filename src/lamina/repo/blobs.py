@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from lamina._errors import NotFoundError
 from lamina.format.codec import MANIFEST_NAME
 from lamina.format.manifest import FileEntry
-from lamina.format.repository import blob_path
+from lamina.format.repository import blob_path, file_blob_path
 from lamina.format.view import FileTable, ManifestView
 from lamina.storage.base import Store
 
@@ -15,7 +15,8 @@ __all__ = ["BlobSnapshotStore"]
 
 
 class BlobSnapshotStore(Store):
-    """A snapshot stored in a repository: ``path`` -> ``blobs/sha256/..`` of its file entry."""
+    """A snapshot stored in a repository: ``path`` -> the blob of its file entry (``blobs/lt1/..`` or
+    ``blobs/sha256/..``)."""
 
     read_only = True
 
@@ -32,7 +33,7 @@ class BlobSnapshotStore(Store):
         if path == MANIFEST_NAME:
             return self._manifest_blob
         entry = self._files.get(path)
-        return None if entry is None else blob_path(entry.sha256)
+        return None if entry is None else file_blob_path(entry)
 
     def _blob(self, path: str) -> str:
         blob = self._blob_or_none(path)

@@ -4,14 +4,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lamina._errors import ConflictError, FormatError, IntegrityError, LaminaError
 from lamina._parallel import run_parallel
-from lamina.format.repository import blob_path, is_sha256, revision_path
+from lamina.format.digests import DIGESTS, file_hasher
+from lamina.format.repository import blob_path, file_blob_path, is_sha256, revision_path
 from lamina.repo.markers import GC_LOCK, Marker, marker_live
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class FsckReport:
 
 
 def reachable(repo: Repo) -> tuple[set[str], set[str], list[tuple[str, str]]]:
-    """(revision ids, blob shas) reachable from any ref, and problems met on the way."""
+    """(revision ids, blob paths) reachable from any ref, and problems met on the way."""
     problems: list[tuple[str, str]] = []
     revisions: set[str] = set()
     blobs: set[str] = set()
@@ -74,13 +74,13 @@ def reachable(repo: Repo) -> tuple[set[str], set[str], list[tuple[str, str]]]:
             problems.append((revision_path(revision_id), str(exc)))
             continue
         pending += [(p, f"the parent of {revision.short_id}") for p in revision.parents]
-        blobs.add(revision.snapshot)
+        blobs.add(blob_path(revision.snapshot))
         try:
             _, manifest = repo._snapshot(revision)
         except LaminaError as exc:
             problems.append((blob_path(revision.snapshot), str(exc)))
             continue
-        blobs.update(f.sha256 for f in manifest.files)
+        blobs.update(file_blob_path(f) for f in manifest.files)
     return revisions, blobs, problems
 
 def _wait_for(repo: Repo, prefix: str, deadline: float, what: str) -> None:
@@ -111,7 +111,7 @@ def collect_garbage(repo: Repo, *, dry_run: bool = False) -> GcResult:
             detail = "; ".join(f"{p}: {why}" for p, why in problems[:5])
             raise IntegrityError(f"{repo.location}: refusing to collect garbage in a damaged repository "
                                  f"(run `lamina fsck`): {detail}", problems)
-        doomed_blobs = [p for p in repo.store.list("blobs/sha256/") if p.rsplit("/", 1)[1] not in blobs]
+        doomed_blobs = [p for p in _blob_paths(repo) if p not in blobs]
         doomed_revisions = [p for p in repo.store.list("revisions/") if p.rsplit("/", 1)[1] not in revisions]
         freed = sum(repo.store.size(p) for p in doomed_blobs)
         if not dry_run:
@@ -124,12 +124,17 @@ def collect_garbage(repo: Repo, *, dry_run: bool = False) -> GcResult:
     finally:
         lock.release()
 
+def _blob_paths(repo: Repo) -> list[str]:
+    """Every blob the store holds, under each content-address directory (``blobs/<algorithm>/``)."""
+    return repo.store.list("blobs/")
+
+
 def check_repository(repo: Repo, *, full: bool = False) -> FsckReport:
-    """Check refs, revisions, manifests and blob sizes (``full``: every blob's sha256 too)."""
+    """Check refs, revisions, manifests and blob sizes (``full``: every blob's bytes against its
+    name, by the blob's algorithm: sha256 or lt1)."""
     repo._require()
     revisions, reached, problems = reachable(repo)
-    listed_blobs = repo.store.list("blobs/sha256/")
-    present = {p.rsplit("/", 1)[1]: p for p in listed_blobs}
+    present = set(_blob_paths(repo))
     sizes: dict[str, int] = {}  # each blob sized once, however many snapshots share it
     snapshots = 0
     for revision_id in revisions:
@@ -140,24 +145,26 @@ def check_repository(repo: Repo, *, full: bool = False) -> FsckReport:
             continue  # already reported by reachable()
         snapshots += 1
         for f in manifest.files:
-            path = blob_path(f.sha256)
-            if f.sha256 not in present:
+            path = file_blob_path(f)
+            if path not in present:
                 problems.append((path, f"missing (file {f.path!r} of snapshot {revision.snapshot[:12]})"))
                 continue
-            if f.sha256 not in sizes:
-                sizes[f.sha256] = repo.store.size(present[f.sha256])
-            if sizes[f.sha256] != f.size:
-                problems.append((path, f"size {sizes[f.sha256]}, expected {f.size} (file {f.path!r})"))
-    for name, path in present.items():
-        if not is_sha256(name) or path != blob_path(name):
-            problems.append((path, "not a blob name (blobs/sha256/<h[:2]>/<sha256>)"))
+            if path not in sizes:
+                sizes[path] = repo.store.size(path)
+            if sizes[path] != f.size:
+                problems.append((path, f"size {sizes[path]}, expected {f.size} (file {f.path!r})"))
+    for path in sorted(present):
+        parts = path.split("/")
+        algorithm, name = (parts[1], parts[-1]) if len(parts) == 4 else ("", "")
+        if algorithm not in DIGESTS or not is_sha256(name) or path != blob_path(name, algorithm):
+            problems.append((path, f"not a blob name (blobs/<{'|'.join(DIGESTS)}>/<h[:2]>/<64 hex digits>)"))
         elif full:
-            sha = hashlib.sha256()
+            hasher = file_hasher(algorithm)
             for chunk in repo.store.iter_chunks(path):
-                sha.update(chunk)
-            if sha.hexdigest() != name:
+                hasher.update(chunk)
+            if hasher.hexdigest() != name:
                 problems.append((path, "blob bytes do not match its name"))
-    unreachable = [p for n, p in present.items() if n not in reached]
+    unreachable = [p for p in present if p not in reached]
     problems = sorted(set(problems))
     return FsckReport(tuple(problems), len(repo.store.list("refs/")), len(revisions), snapshots, len(present),
                       len(unreachable), sum(repo.store.size(p) for p in unreachable), full)

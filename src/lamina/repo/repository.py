@@ -35,6 +35,7 @@ from lamina.format.repository import (
     decode_revision,
     default_author,
     encode_revision,
+    file_blob_path,
     head_path,
     is_sha256,
     revision_path,
@@ -307,7 +308,7 @@ class Repo:
              progress: Progress | None = None, allow_empty: bool = False) -> PushResult:
         """Publish a snapshot (a directory, a URI, or an open Artifact) as a new revision of ``branch``.
 
-        Uploads only files the repository lacks (by sha256, checking each file's bytes against
+        Uploads only files the repository lacks (by content address, checking each file's bytes against
         its manifest entry while uploading), then the manifest, then the revision, then moves the
         branch with compare-and-swap. A snapshot that is already the branch head makes no new
         revision (with or without ``message``) unless ``allow_empty``.
@@ -324,8 +325,8 @@ class Repo:
         def upload_all(counter: _Counter) -> None:
             def one(entry: FileEntry) -> None:
                 where = f"{artifact.location}/{entry.path}"
-                self._put_blob(entry.sha256, entry.size, lambda: hashed_chunks(source.iter_chunks(entry.path), entry, where),
-                               counter)
+                self._put_blob(file_blob_path(entry), entry.size,
+                               lambda: hashed_chunks(source.iter_chunks(entry.path), entry, where), counter)
             run_parallel(one, list(artifact.manifest.files), self.max_concurrency)
 
         total = sum(f.size for f in artifact.manifest.files)
@@ -370,8 +371,8 @@ class Repo:
         return self._publish(upload_all, None, 0, branch=branch, message=message, tag=tag, author=author,
                              progress=None, manifest_box=box, move_tag=move_tag)
 
-    def _put_blob(self, sha256: str, size: int, chunks: Callable[[], Iterable[Any]], counter: _Counter) -> None:
-        path = blob_path(sha256)
+    def _put_blob(self, path: str, size: int, chunks: Callable[[], Iterable[Any]], counter: _Counter) -> None:
+        """Upload a blob unless the repository holds it (blob paths are content addresses)."""
         if self.store.exists(path):
             counter.add(size, False)
             return
@@ -411,7 +412,7 @@ class Repo:
                 manifest_bytes = manifest_box["manifest"]
             assert manifest_bytes is not None
             snapshot = hashlib.sha256(manifest_bytes).hexdigest()
-            self._put_blob(snapshot, len(manifest_bytes), lambda: [manifest_bytes], counter)
+            self._put_blob(blob_path(snapshot), len(manifest_bytes), lambda: [manifest_bytes], counter)
             parent_rev = self._load_revision(parent, f"branch {branch!r}") if parent else None
             created = parent_rev is None or parent_rev.snapshot != snapshot or allow_empty
             if created:

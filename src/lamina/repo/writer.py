@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from lamina.format.codec import encode_manifest
+from lamina.format.digests import Lt1
 from lamina.format.manifest import FileEntry, Manifest
+from lamina.format.repository import file_blob_path
 from lamina.snapshot.transfer import hashed_chunks
 from lamina.snapshot.writer import SnapshotWriter
 
@@ -27,14 +28,15 @@ class RepoWriter(SnapshotWriter):
         self.counter = counter
 
     def _put(self, relpath: str, chunks: Callable[[], Iterable[memoryview | bytes]], role: str) -> FileEntry:
-        sha, size = hashlib.sha256(), 0
+        digest, size = Lt1(), 0
         for chunk in chunks():
-            sha.update(chunk)
+            digest.update(chunk)
             size += memoryview(chunk).nbytes
-        entry = FileEntry(path=relpath, size=size, sha256=sha.hexdigest(), role=role)
+        entry = FileEntry(path=relpath, size=size, sha256=None, role=role, lt1=digest.hexdigest())
         # The upload pass is checked too: memory changed in between must not become a blob whose
         # bytes disagree with its name.
-        self.repo._put_blob(entry.sha256, size, lambda: hashed_chunks(chunks(), entry, relpath), self.counter)
+        self.repo._put_blob(file_blob_path(entry), size, lambda: hashed_chunks(chunks(), entry, relpath),
+                            self.counter)
         return entry
 
     def commit(self, manifest: Manifest) -> bytes:

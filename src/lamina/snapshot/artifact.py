@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from functools import cached_property
 from typing import Any
 
@@ -13,7 +12,7 @@ from lamina._errors import (
     StateMismatchError,
 )
 from lamina.format.codec import MANIFEST_NAME
-from lamina.format.digests import FileTensorDigests
+from lamina.format.digests import FileTensorDigests, file_hasher
 from lamina.format.manifest import (
     Manifest,
     ModelInfo,
@@ -263,7 +262,7 @@ class Artifact:
         return self._reader.read_file_verified(path)
 
     def verify(self) -> None:
-        """Check every file's size and sha256, every shard header, and that no unlisted file
+        """Check every file's size and content address (lt1, or sha256 before format 1.3), every shard header, and that no unlisted file
         exists — on the storage itself, bypassing any local cache. Raises
         :class:`lamina.IntegrityError` listing every bad file."""
         store = self._store.source()
@@ -282,13 +281,14 @@ class Artifact:
             if size != f.size:
                 problems.append((f.path, f"size {size}, expected {f.size}"))
                 continue
-            sha = hashlib.sha256()
+            algorithm, expected = f.digest
+            hasher = file_hasher(algorithm)
             tensors = FileTensorDigests(reader.tensors_in(f.path))
             for chunk in store.iter_chunks(f.path):
-                sha.update(chunk)
+                hasher.update(chunk)
                 tensors.update(chunk)
-            if sha.hexdigest() != f.sha256:
-                problems.append((f.path, "sha256 mismatch"))
+            if hasher.hexdigest() != expected:
+                problems.append((f.path, f"{algorithm} mismatch"))
                 continue
             bad = tensors.mismatches()
             if bad:  # the file is as recorded, so the manifest's checksums are wrong

@@ -8,7 +8,6 @@ for local directories, remote snapshots and repository revisions.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import threading
@@ -16,8 +15,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lamina._errors import IntegrityError, NotFoundError, StorageError
+from lamina.format.digests import file_hasher
 from lamina.format.manifest import FileEntry
-from lamina.format.repository import blob_path
+from lamina.format.repository import file_blob_path
 from lamina.format.view import FileTable, ManifestView
 from lamina.storage.base import Store
 from lamina.storage.local import LocalStore, open_regular
@@ -34,7 +34,8 @@ def default_cache_dir() -> Path:
 
 
 class BlobCache:
-    """Whole files by sha256 under ``root/blobs/sha256/<h[:2]>/<h>`` (the repository blob layout).
+    """Whole files by content address under ``root/blobs/<lt1|sha256>/<h[:2]>/<h>`` (the repository
+    blob layout).
 
     An entry is hashed while it is downloaded and again the first time this process uses it, so a
     truncated or corrupted entry is detected, deleted and fetched again.
@@ -49,11 +50,11 @@ class BlobCache:
         self.store = LocalStore(self.root)
         self.fetched_bytes = 0
 
-    def _lock(self, sha256: str) -> threading.Lock:
+    def _lock(self, digest: str) -> threading.Lock:
         with self._guard:
-            return self._locks.setdefault(sha256, threading.Lock())
+            return self._locks.setdefault(digest, threading.Lock())
 
-    def _good(self, path: Path, size: int, sha256: str) -> bool:
+    def _good(self, path: Path, size: int, digest: tuple[str, str]) -> bool:
         try:
             stat = path.stat()
         except FileNotFoundError:
@@ -61,7 +62,7 @@ class BlobCache:
         key = str(path)
         if self._verified.get(key) == (stat.st_size, stat.st_mtime_ns):
             return True
-        if stat.st_size != size or _file_sha256(path) != sha256:
+        if stat.st_size != size or _file_digest(path, digest[0]) != digest[1]:
             path.unlink(missing_ok=True)  # corrupted or truncated: fetch again
             return False
         self._verified[key] = (stat.st_size, stat.st_mtime_ns)
@@ -69,27 +70,28 @@ class BlobCache:
 
     def path_for(self, entry: FileEntry, source: Store) -> Path:
         """The local path of ``entry``'s bytes, fetched from ``source`` if not cached (or bad)."""
-        path = self.root / blob_path(entry.sha256)
-        with self._lock(entry.sha256):
-            if self._good(path, entry.size, entry.sha256):
+        path = self.root / file_blob_path(entry)
+        with self._lock(entry.digest[1]):
+            if self._good(path, entry.size, entry.digest):
                 return path
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"cannot create the cache directory {path.parent}: {exc.strerror}") from None
             tmp = path.parent / f".lamina-{os.getpid()}-{secrets.token_hex(6)}"
-            sha, size = hashlib.sha256(), 0
+            hasher, size = file_hasher(entry.digest[0]), 0
             try:
                 with open(tmp, "wb") as f:
                     for chunk in source.iter_chunks(entry.path):
                         size += len(chunk)
                         if size > entry.size:  # never store (or wait for) more than the manifest lists
                             break
-                        sha.update(chunk)
+                        hasher.update(chunk)
                         f.write(chunk)
-                if size != entry.size or sha.hexdigest() != entry.sha256:
+                if size != entry.size or hasher.hexdigest() != entry.digest[1]:
                     raise IntegrityError(f"{source.location}/{entry.path}: downloaded {size} bytes that do not match "
-                                         f"the manifest's size and sha256", [(entry.path, "sha256 mismatch")])
+                                         f"the manifest's size and {entry.digest[0]}",
+                                         [(entry.path, f"{entry.digest[0]} mismatch")])
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -99,12 +101,12 @@ class BlobCache:
             return path
 
 
-def _file_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
+def _file_digest(path: Path, algorithm: str) -> str:
+    hasher = file_hasher(algorithm)
     with open_regular(path) as f:
         while chunk := f.read(16 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
+            hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 class CachedSnapshotStore(Store):

@@ -86,7 +86,7 @@ def _layer_content(manifest: Manifest) -> dict[str, tuple[Any, int]]:
     out = {}
     for layer in manifest.layers:
         shard = files.get(shard_of.get(layer, ""))
-        identity = (shard.sha256 if shard else None, tuple(sorted(aliases.get(layer, []))))
+        identity = (shard.digest if shard else None, tuple(sorted(aliases.get(layer, []))))
         out[layer] = (identity, shard.size if shard else 0)
     return out
 
@@ -103,8 +103,8 @@ def diff_manifests(a: Manifest, b: Manifest, name_a: str = "a", name_b: str = "b
         else:
             status = "unchanged" if old[layer][0] == new[layer][0] else "changed"
             layers.append(LayerDiff(layer, status, old[layer][1], new[layer][1]))
-    other_a = {f.path: f.sha256 for f in a.files if f.role != "weights"}
-    other_b = {f.path: f.sha256 for f in b.files if f.role != "weights"}
+    other_a = {f.path: f.digest for f in a.files if f.role != "weights"}
+    other_b = {f.path: f.digest for f in b.files if f.role != "weights"}
     files = []
     for path in sorted(set(other_a) | set(other_b)):
         if path not in other_b:

@@ -7,7 +7,6 @@ header read per shard. With ``verify=True`` every shard is read whole and its sh
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from lamina._errors import FormatError, IntegrityError, NotFoundError
 from lamina._parallel import run_parallel
 from lamina.format.codec import MANIFEST_NAME, MAX_MANIFEST_BYTES, open_manifest
-from lamina.format.digests import tensor_digest
+from lamina.format.digests import file_hasher, tensor_digest
 from lamina.format.manifest import FileEntry, Manifest, TensorEntry
 from lamina.format.shards import plan_shard, read_header
 from lamina.format.view import ManifestView
@@ -169,7 +168,7 @@ class ShardReader(TensorReader):
         return self.read_file_verified(path) if self.view.file(path) is not None else None
 
     def read_file_verified(self, path: str) -> bytes:
-        """A whole file, checked against its recorded size and sha256."""
+        """A whole file, checked against its recorded size and content address (sha256 or lt1)."""
         recorded = self.view.file(path)
         if recorded is None:
             raise NotFoundError(f"no file {path!r} in the manifest of {self.store.location}")
@@ -177,9 +176,12 @@ class ShardReader(TensorReader):
             data = self.store.read(path, 0, recorded.size + 1)  # one byte more proves the file longer
         except NotFoundError:
             raise self._missing(path) from None
-        if len(data) != recorded.size or hashlib.sha256(data).hexdigest() != recorded.sha256:
-            raise IntegrityError(f"{path}: content does not match the manifest's sha256; run `lamina verify`",
-                                 [(path, "sha256 mismatch")])
+        algorithm, expected = recorded.digest
+        hasher = file_hasher(algorithm)
+        hasher.update(data)
+        if len(data) != recorded.size or hasher.hexdigest() != expected:
+            raise IntegrityError(f"{path}: content does not match the manifest's {algorithm}; run `lamina verify`",
+                                 [(path, f"{algorithm} mismatch")])
         return data
 
     def read(

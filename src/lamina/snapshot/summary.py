@@ -64,7 +64,8 @@ def summarize(art: Artifact) -> dict[str, Any]:
         "total_bytes": sum(t.nbytes for t in m.tensors),
         "aliases": {a.name: a.target for a in m.aliases},
         "optimizer": optimizer,
-        "files": [dataclasses.asdict(f) for f in m.files],
+        # content address: "digest" is "<lt1|sha256>:<hex>" whatever the format version
+        "files": [{**dataclasses.asdict(f), "digest": ":".join(f.digest)} for f in m.files],
     }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from typing import Any
 
 from lamina._errors import IntegrityError, NotFoundError
 from lamina._parallel import run_parallel
+from lamina.format.digests import file_hasher
 from lamina.format.manifest import FileEntry, Manifest
 
 __all__ = ["Progress", "hashed_chunks", "copy_snapshot"]
@@ -20,18 +20,19 @@ Progress = Callable[[int, int], None]
 
 def hashed_chunks(chunks: Iterable[bytes | memoryview], entry: FileEntry, where: str) -> Iterator[bytes | memoryview]:
     """Pass ``chunks`` through, and raise IntegrityError at the end (before the consumer can
-    commit what it wrote) if their size or sha256 differs from ``entry``'s."""
-    sha, size = hashlib.sha256(), 0
+    commit what it wrote) if their size or content address (sha256 or lt1) differs from ``entry``'s."""
+    algorithm, expected = entry.digest
+    hasher, size = file_hasher(algorithm), 0
     for chunk in chunks:
-        sha.update(chunk)
-        size += len(chunk)
+        hasher.update(chunk)
+        size += memoryview(chunk).nbytes
         if size > entry.size:
             break
         yield chunk
-    if size != entry.size or sha.hexdigest() != entry.sha256:
+    if size != entry.size or hasher.hexdigest() != expected:
         raise IntegrityError(f"{where}: bytes do not match the manifest ({size if size <= entry.size else 'more than ' + str(entry.size)} "
-                             f"bytes, expected {entry.size} with sha256 {entry.sha256[:12]}...)",
-                             [(entry.path, "sha256 mismatch")])
+                             f"bytes, expected {entry.size} with {algorithm} {expected[:12]}...)",
+                             [(entry.path, f"{algorithm} mismatch")])
 
 
 def copy_snapshot(source: Any, manifest: Manifest, manifest_bytes: bytes, dst: str | os.PathLike[str], *,
@@ -48,7 +49,7 @@ def copy_snapshot(source: Any, manifest: Manifest, manifest_bytes: bytes, dst: s
 
     def fetch(entry: FileEntry) -> None:
         chunks = hashed_chunks(source.iter_chunks(entry.path), entry, f"{where}/{entry.path}")
-        writer._put(entry.path, lambda: chunks, entry.role)
+        writer._put(entry.path, lambda: chunks, entry.role, expected=entry)
         with lock:
             done[0] += entry.size
             if progress is not None:

@@ -10,7 +10,6 @@ the new one, or — only between the two renames of the non-Linux fallback — a
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
 import secrets
@@ -22,7 +21,7 @@ from typing import Any
 from lamina._errors import ExistsError, FormatError, StorageError
 from lamina._parallel import default_workers, run_parallel
 from lamina.format.codec import MANIFEST_NAME, encode_manifest
-from lamina.format.digests import tensor_digest
+from lamina.format.digests import Lt1, tensor_digest
 from lamina.format.manifest import FileEntry, Manifest, TensorEntry
 from lamina.format.naming import encode_layer
 from lamina.format.shards import plan_shard
@@ -259,14 +258,18 @@ class DirectoryWriter(SnapshotWriter):
         dest.parent.mkdir(parents=True, exist_ok=True)
         return dest
 
-    def _put(self, relpath: str, chunks: Callable[[], Iterable[memoryview | bytes]], role: str) -> FileEntry:
+    def _put(self, relpath: str, chunks: Callable[[], Iterable[memoryview | bytes]], role: str,
+             expected: FileEntry | None = None) -> FileEntry:
         """Write chunks to relpath, hashing as it goes (both release the GIL, so shards written
-        on several threads hash in parallel). Returns the entry; the caller records it."""
+        on several threads hash in parallel). Returns the entry; the caller records it.
+        ``expected``: the entry of a file being copied, whose chunks the caller checks against it
+        (``transfer.hashed_chunks``); it is returned and nothing is hashed twice."""
         with self._storage_errors():
-            return self._write_file(relpath, chunks, role)
+            return self._write_file(relpath, chunks, role, expected)
 
-    def _write_file(self, relpath: str, chunks: Callable[[], Iterable[memoryview | bytes]], role: str) -> FileEntry:
-        sha = hashlib.sha256()
+    def _write_file(self, relpath: str, chunks: Callable[[], Iterable[memoryview | bytes]], role: str,
+                    expected: FileEntry | None = None) -> FileEntry:
+        digest = Lt1() if expected is None else None
         size = 0
         dest = self._dest(relpath)
         with open(dest, "wb", buffering=0) as f:
@@ -274,13 +277,17 @@ class DirectoryWriter(SnapshotWriter):
                 view = memoryview(chunk).cast("B")
                 for start in range(0, len(view), _CHUNK):
                     piece = view[start : start + _CHUNK]
-                    sha.update(piece)
+                    if digest is not None:
+                        digest.update(piece)
                     written = 0
                     while written < len(piece):
                         written += f.write(piece[written:])
                     size += len(piece)
         self._written.append(dest)
-        return FileEntry(path=relpath, size=size, sha256=sha.hexdigest(), role=role)
+        if digest is None:
+            assert expected is not None
+            return expected
+        return FileEntry(path=relpath, size=size, sha256=None, role=role, lt1=digest.hexdigest())
 
     # -------------------------------------------------------------------------- commit
     def commit(self, manifest: Manifest, data: bytes | None = None) -> bytes:

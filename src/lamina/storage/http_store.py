@@ -16,7 +16,6 @@ hostile server ends in a :class:`StorageError` naming the URL, never a hang or u
 from __future__ import annotations
 
 import functools
-import http.client
 import io
 import math
 import re
@@ -33,6 +32,12 @@ from lamina._errors import (
     StorageError,
 )
 from lamina.storage.base import Store, coalesce
+from lamina.storage.http_body import (
+    PrefixBuffer,
+    bytes_view,
+    fill_from_body,
+    slice_views,
+)
 from lamina.storage.http_deadline import (
     ACTIVE,
     DEADLINE_SPAN,
@@ -338,7 +343,7 @@ class HttpStore(Store):
             raise self._bad_range(path, content_range, wanted)
         got = 0
         for target in sink(count, total):
-            n = _fill(response, target, deadline)
+            n = fill_from_body(response, target, deadline)
             got += n
             if n < len(target):  # the body ended
                 break
@@ -347,7 +352,7 @@ class HttpStore(Store):
             if length.isdigit():  # the connection ended before its Content-Length: a cut answer, retried
                 raise urllib3.exceptions.IncompleteRead(got, count - got)
             raise self._bad_range(path, content_range, wanted)
-        if not response.closed and _fill(response, memoryview(bytearray(1)), deadline):
+        if not response.closed and fill_from_body(response, memoryview(bytearray(1)), deadline):
             raise too_long(None) if count == cap else self._bad_range(path, content_range, wanted)
         return count, total
 
@@ -370,7 +375,7 @@ class HttpStore(Store):
         # One ranged GET (usually): its Content-Range ends with the file's total size.
         if length <= 0:
             return b"", self.size(path)
-        pieces = _Prefix(length)
+        pieces = PrefixBuffer(length)
         deadline = self._deadline(path)
         try:
             got, total = self._range_into(path, 0, length, pieces.views, deadline)
@@ -382,12 +387,12 @@ class HttpStore(Store):
         # One GET per run of adjacent ranges, its body read straight into the buffers.
         total = None
         for start, views in coalesce(ranges):
-            views = [_bytes_view(view) for view in views]
+            views = [bytes_view(view) for view in views]
             wanted = sum(len(view) for view in views)
             deadline = self._deadline(path)
             try:
                 got, size = self._range_into(path, start, start + wanted,
-                                             lambda offset, count, _, views=views: iter(_slice(views, offset, count)),
+                                             lambda offset, count, _, views=views: iter(slice_views(views, offset, count)),
                                              deadline)
             finally:
                 deadline.unwatch()
@@ -475,85 +480,6 @@ class HttpStore(Store):
             raise StorageError(f"{self.location}/{path}: download interrupted: {exc}") from None
         finally:
             self._release(response, "GET", deadline, discard=False)
-
-
-def _slice(views: list[memoryview], offset: int, length: int) -> list[memoryview]:
-    """The parts of ``views`` (taken as one run of bytes) from ``offset``, ``length`` bytes long."""
-    out = []
-    for view in views:
-        if offset >= len(view):
-            offset -= len(view)
-            continue
-        part = view[offset : offset + length]
-        out.append(part)
-        length -= len(part)
-        offset = 0
-        if not length:
-            break
-    return out
-
-
-class _Prefix:
-    """The buffer of a prefix read, made once the first answer's headers are checked: as long as
-    the file holds past the start (at most the length asked), so a manifest that claims more than
-    the file has costs no memory."""
-
-    def __init__(self, length: int) -> None:
-        self.length = length
-        self.data: bytearray | None = None
-
-    def views(self, offset: int, count: int, total: int | None) -> Iterator[memoryview]:
-        if self.data is None:
-            self.data = bytearray(self.length if total is None else min(self.length, total))
-        elif offset + count > len(self.data):  # a later answer says the file is longer now
-            self.data.extend(bytes(offset + count - len(self.data)))
-        yield memoryview(self.data)[offset : offset + count]
-
-    def result(self, got: int) -> bytes:
-        """The first ``got`` bytes, not copied (a bytearray: bytes-like)."""
-        data = self.data if self.data is not None else bytearray()
-        del data[got:]
-        return data  # type: ignore[return-value]
-
-
-def _bytes_view(view: memoryview) -> memoryview:
-    view = memoryview(view)
-    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
-
-
-def _socket_body(response: Any) -> http.client.HTTPResponse | None:
-    """The http.client response under urllib3's, whose ``readinto`` fills a buffer from the socket
-    (and stops at its Content-Length or last chunk); None should urllib3 ever hold something else,
-    and then bodies are read as bytes and copied."""
-    fp = getattr(response, "_fp", None)
-    return fp if isinstance(fp, http.client.HTTPResponse) else None
-
-
-def _fill(response: Any, target: memoryview, deadline: Deadline) -> int:
-    """Read the body into ``target`` until it is full or the body ends; returns the bytes read.
-    Straight from the socket into ``target`` through http.client's ``readinto`` (urllib3's own
-    ``readinto`` reads into new bytes and copies them), DEADLINE_SPAN at most per call so that the
-    deadline grows with the body."""
-    import urllib3
-
-    fp = _socket_body(response)
-    got = 0
-    while got < len(target):
-        part = target[got : got + DEADLINE_SPAN]
-        if fp is not None:
-            try:
-                n = fp.readinto(part)
-            except (OSError, http.client.HTTPException) as exc:  # as urllib3 reports a broken body
-                raise urllib3.exceptions.ProtocolError(f"Connection broken: {exc!r}", exc) from None
-        else:
-            data = response.read(len(part), decode_content=False)
-            n = len(data)
-            part[:n] = data
-        if not n:
-            break
-        got += n
-        deadline.received(n)
-    return got
 
 
 def _origin(url: str) -> tuple[str, str, int] | None:

@@ -346,7 +346,7 @@ def list_checkpoints(repo: Repo, policy: Mapping[str, Any]) -> list[Checkpoint]:
             _, manifest = repo._snapshot(revision)
         except LaminaError as exc:
             raise type(exc)(f"checkpoint step-{step} is damaged: {exc}") from None
-        files = {f.sha256: f.size for f in manifest.files}
+        files = {f.digest: f.size for f in manifest.files}
         training = manifest.training
         rows.append((step, tags[step], revision.time, training.epoch if training else None,
                      dict(training.metrics) if training else {}, sum(files.values()),
